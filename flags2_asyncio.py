@@ -1,0 +1,100 @@
+"""Download flags with coroutines: one event loop, one AsyncClient, and a
+semaphore that lets at most ``concur_req`` requests run at once.
+
+Sample run::
+
+    $ python flags2_asyncio.py -s DELAY -a -m 1000
+    DELAY site: http://localhost:8001/flags
+    Searching for 194 flags: from AD to ZW
+    194 concurrent connections will be used.
+    --------------------
+    194 flags downloaded.
+    Peak requests in flight at the server: 194.
+    Elapsed time: 0.85s
+"""
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Iterable
+from http import HTTPStatus
+
+import httpx
+import tqdm
+
+from flags2_common import (
+    DownloadStatus,
+    FlagBody,
+    code_from_error,
+    flag_url,
+    main,
+    make_async_client,
+    record_error,
+    report_ok,
+    save_flag,
+)
+
+DEFAULT_CONCUR_REQ = 5
+MAX_CONCUR_REQ = 1000
+
+
+async def get_flag(client: httpx.AsyncClient, base_url: str, cc: str) -> bytes:
+    url = flag_url(base_url, cc)
+    async with client.stream('GET', url, follow_redirects=True) as resp:
+        body = FlagBody(resp)  # refuses a body over the size cap
+        async for chunk in resp.aiter_bytes():
+            body.add(chunk)
+        resp.raise_for_status()
+        return body.image()  # refuses anything but a GIF
+
+
+async def download_one(client: httpx.AsyncClient, cc: str, base_url: str,
+                       semaphore: asyncio.Semaphore, verbose: bool) -> DownloadStatus:
+    try:
+        async with semaphore:  # the only throttle: at most concur_req requests at once
+            image = await get_flag(client, base_url, cc)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != HTTPStatus.NOT_FOUND:
+            raise  # the supervisor reports every other failure
+        status = DownloadStatus.NOT_FOUND
+    else:
+        await asyncio.to_thread(save_flag, image, f'{cc}.gif')  # file I/O off the loop
+        status = DownloadStatus.OK
+    return report_ok(cc, status, verbose)
+
+
+async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
+                     concur_req: int) -> Counter[DownloadStatus]:
+    counter: Counter[DownloadStatus] = Counter()
+    semaphore = asyncio.Semaphore(concur_req)
+    async with make_async_client(concur_req) as client:
+        # Tasks, created in sorted order, wait on the semaphore in that order.
+        to_do = [asyncio.create_task(download_one(client, cc, base_url, semaphore, verbose))
+                 for cc in sorted(cc_list)]
+        to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
+        if not verbose:
+            to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
+        for coro in to_do_iter:
+            error: Exception | None = None
+            try:
+                status = await coro
+            except (httpx.HTTPError, OSError) as exc:
+                error = exc  # 'exc' is unbound once the except clause ends
+            if error is not None:
+                # as_completed yields new awaitables, not our tasks: the code
+                # comes from the URL the failed request asked for.
+                status = record_error(code_from_error(error), error, verbose)
+            counter[status] += 1
+    return counter
+
+
+def download_many(cc_list: list[str], base_url: str, verbose: bool,
+                  concur_req: int) -> Counter[DownloadStatus]:
+    return asyncio.run(supervisor(cc_list, base_url, verbose, concur_req))
+
+
+def cli() -> None:
+    main(download_many, DEFAULT_CONCUR_REQ, MAX_CONCUR_REQ)
+
+
+if __name__ == '__main__':
+    cli()

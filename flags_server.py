@@ -1,0 +1,436 @@
+"""The bundled flag server: LOCAL, DELAY and ERROR on one asyncio event loop.
+
+It replaces the book's flags.zip + ``python -m http.server`` + slow_server.py
+trio. Every flag is drawn here, so nothing is read from disk, and every delay
+and error decision is derived from a seed and the country code, so every run
+of every variant sees exactly the same workload.
+
+It is a small HTTP/1.1 server on ``asyncio.start_server`` rather than an ASGI
+app under uvicorn: the fault modes the scripts are tested against (a reset
+before the response, a body cut short, a lying Content-Length) need control of
+the bytes on the wire, which an ASGI server exists to hide.
+
+Run ``python flags_server.py`` to serve all three modes on ports 8000-8002,
+or ``python flags_server.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+CODES_FILE = Path(__file__).with_name('country_codes.txt')
+MODES = ('local', 'delay', 'error')
+DEFAULT_PORTS = {'local': 8000, 'delay': 8001, 'error': 8002}
+DEFAULT_SEED = 'flags2'
+DEFAULT_DELAY_MIN = 0.2  # seconds; the mean delay is 0.5 s and the maximum
+DEFAULT_DELAY_MAX = 0.8  # stays far below the scripts' 3.1 s timeout
+DEFAULT_ERROR_RATE = 0.25
+BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
+MAX_HEAD = 16 * 1024
+FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
+
+
+def country_codes() -> list[str]:
+    """The 194 codes that have a flag, upper case, sorted."""
+    return sorted(CODES_FILE.read_text().split())
+
+
+# ---------------------------------------------------------------- the flags
+
+PALETTE = [
+    (206, 17, 38), (0, 56, 147), (0, 122, 61), (252, 209, 22),
+    (255, 255, 255), (0, 0, 0), (255, 130, 0), (0, 156, 222),
+    (128, 0, 64), (94, 53, 177), (0, 100, 100), (160, 160, 160),
+]
+
+
+@functools.cache
+def flag_gif(cc: str) -> bytes:
+    """Draw the flag of ``cc``: colours and layout from a hash, the code on top."""
+    from PIL import Image, ImageDraw, ImageFont  # only the server needs Pillow
+
+    digest = hashlib.sha256(cc.encode()).digest()
+    colours = []
+    for byte in digest[1:]:
+        colour = PALETTE[byte % len(PALETTE)]
+        if colour not in colours:
+            colours.append(colour)
+        if len(colours) == 3:
+            break
+    a, b, c = colours
+    width, height = 120, 80
+    img = Image.new('RGB', (width, height), a)
+    draw = ImageDraw.Draw(img)
+    layout = digest[0] % 4
+    if layout == 0:  # horizontal tricolour
+        draw.rectangle((0, height // 3, width, 2 * height // 3), fill=b)
+        draw.rectangle((0, 2 * height // 3, width, height), fill=c)
+    elif layout == 1:  # vertical tricolour
+        draw.rectangle((width // 3, 0, 2 * width // 3, height), fill=b)
+        draw.rectangle((2 * width // 3, 0, width, height), fill=c)
+    elif layout == 2:  # bicolour with a disc
+        draw.rectangle((0, height // 2, width, height), fill=b)
+        draw.ellipse((35, 15, 85, 65), fill=c)
+    else:  # Nordic cross
+        draw.rectangle((30, 0, 50, height), fill=b)
+        draw.rectangle((0, 30, width, 50), fill=b)
+        draw.rectangle((36, 0, 44, height), fill=c)
+        draw.rectangle((0, 36, width, 44), fill=c)
+    font = ImageFont.load_default(size=36)
+    draw.text((width / 2, height / 2), cc, font=font, anchor='mm',
+              fill='white', stroke_width=3, stroke_fill='black')
+    buffer = io.BytesIO()
+    img.convert('P', palette=Image.Palette.ADAPTIVE, colors=32).save(buffer, 'GIF')
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------- the workload
+
+@dataclass(frozen=True)
+class Workload:
+    """What a mode does with each code, the same on every run for a given seed."""
+
+    mode: str
+    seed: str = DEFAULT_SEED
+    delay_min: float = DEFAULT_DELAY_MIN
+    delay_max: float = DEFAULT_DELAY_MAX
+    error_rate: float = DEFAULT_ERROR_RATE
+
+    def delay(self, cc: str) -> float:
+        """Seconds to wait before answering for ``cc`` (0 in LOCAL mode)."""
+        if self.mode == 'local':
+            return 0.0
+        rng = random.Random(f'{self.seed}:delay:{cc.upper()}')
+        return rng.uniform(self.delay_min, self.delay_max)
+
+    def fails(self, cc: str) -> bool:
+        """True when ERROR mode answers 418 for ``cc``."""
+        if self.mode != 'error':
+            return False
+        rng = random.Random(f'{self.seed}:error:{cc.upper()}')
+        return rng.random() < self.error_rate
+
+
+@dataclass
+class Stats:
+    """Counters behind GET /stats, so a run can show real concurrency."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    started: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            'requests': {str(k): v for k, v in sorted(self.by_status.items())},
+            'in_flight': self.in_flight,
+            'peak_in_flight': self.peak_in_flight,
+            'since': self.started,
+        }
+
+    def reset(self) -> None:
+        self.by_status.clear()
+        self.peak_in_flight = self.in_flight
+        self.started = time.time()
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b''
+    content_type: str = 'text/plain; charset=utf-8'
+
+
+class FlagApp:
+    """Maps one request to one response for one mode, keeping the stats."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self.codes = frozenset(country_codes())
+        self.stats = Stats()
+
+    async def respond(self, method: str, target: str) -> Response:
+        path = target.partition('?')[0]
+        if method not in ('GET', 'HEAD'):
+            return text_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        if path == '/stats':
+            return json_response(self.stats.as_dict())
+        if path == '/stats/reset':
+            self.stats.reset()
+            return json_response(self.stats.as_dict())
+        if not path.startswith('/flags/'):
+            return text_response(HTTPStatus.NOT_FOUND)
+        stats = self.stats
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            response = await self.flag(path)
+        finally:
+            stats.in_flight -= 1
+        stats.by_status[response.status] += 1
+        return response
+
+    async def flag(self, path: str) -> Response:
+        match = FLAG_PATH.fullmatch(path)
+        cc = match.group(1).upper() if match else ''
+        if cc and (delay := self.workload.delay(cc)):
+            await asyncio.sleep(delay)
+        if cc not in self.codes:
+            return text_response(HTTPStatus.NOT_FOUND)
+        if self.workload.fails(cc):
+            return text_response(HTTPStatus.IM_A_TEAPOT)
+        return Response(HTTPStatus.OK, flag_gif(cc), 'image/gif')
+
+
+def text_response(status: HTTPStatus) -> Response:
+    return Response(status, f'{status.value} {status.phrase}\n'.encode())
+
+
+def json_response(data: dict[str, Any]) -> Response:
+    return Response(HTTPStatus.OK, json.dumps(data).encode(), 'application/json')
+
+
+# ------------------------------------------------------------ HTTP/1.1 wire
+
+class Connections:
+    """Serves HTTP/1.1 with keep-alive, and can drop every open connection."""
+
+    def __init__(self, app: FlagApp) -> None:
+        self.app = app
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            while await self.serve_one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError,
+                asyncio.CancelledError):
+            pass
+        finally:
+            self.tasks.discard(task)
+            writer.close()
+
+    async def serve_one(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection should close."""
+        try:
+            head = await reader.readuntil(b'\r\n\r\n')
+        except asyncio.IncompleteReadError:
+            return False  # the client closed an idle connection
+        except asyncio.LimitOverrunError:
+            await send(writer, text_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE),
+                       keep_alive=False)
+            return False
+        request_line, *header_lines = head.decode('latin-1').split('\r\n')
+        parts = request_line.split(' ')
+        if len(parts) != 3 or not parts[2].startswith('HTTP/1.'):
+            await send(writer, text_response(HTTPStatus.BAD_REQUEST), keep_alive=False)
+            return False
+        method, target, version = parts
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(':')
+            headers[name.strip().lower()] = value.strip().lower()
+        length = headers.get('content-length', '0')
+        if length.isdigit() and int(length):
+            await reader.readexactly(int(length))  # a GET has none; drop it
+        connection = headers.get('connection', '')
+        keep_alive = (connection != 'close' if version == 'HTTP/1.1'
+                      else connection == 'keep-alive')
+        response = await self.app.respond(method, target)
+        await send(writer, response, keep_alive, head_only=method == 'HEAD')
+        return keep_alive
+
+    async def close_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def send(writer: asyncio.StreamWriter, response: Response,
+               keep_alive: bool, head_only: bool = False) -> None:
+    status = HTTPStatus(response.status)
+    head = (
+        f'HTTP/1.1 {status.value} {status.phrase}\r\n'
+        f'Content-Type: {response.content_type}\r\n'
+        f'Content-Length: {len(response.body)}\r\n'
+        f'Connection: {"keep-alive" if keep_alive else "close"}\r\n'
+        '\r\n'
+    ).encode('latin-1')
+    writer.write(head if head_only else head + response.body)
+    await writer.drain()
+
+
+# ---------------------------------------------------------------- listening
+
+def loopback_sockets(bind: str, port: int) -> list[socket.socket]:
+    """Listening sockets on one port: 127.0.0.1 and ::1 for 'localhost'."""
+    hosts = ['127.0.0.1', '::1'] if bind == 'localhost' else [bind]
+    sockets: list[socket.socket] = []
+    for host in hosts:
+        family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            if sockets and bind == 'localhost':
+                continue  # no IPv6 loopback here, or its port is taken: IPv4 will do
+            for other in sockets:
+                other.close()
+            raise
+        sock.setblocking(False)
+        sockets.append(sock)
+        port = sock.getsockname()[1]  # with port 0, ::1 takes the port 127.0.0.1 got
+    return sockets
+
+
+@dataclass
+class ServerSpec:
+    workload: Workload
+    port: int
+
+
+async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    servers: list[asyncio.Server] = []
+    pools: list[Connections] = []
+    try:
+        for spec in specs:
+            pool = Connections(FlagApp(spec.workload))
+            socks = loopback_sockets(bind, spec.port)
+            for sock in socks:
+                servers.append(await asyncio.start_server(
+                    pool.handle, sock=sock, backlog=BACKLOG, limit=MAX_HEAD))
+            pools.append(pool)
+            port = socks[0].getsockname()[1]
+            host = 'localhost' if bind == 'localhost' else bind
+            if ':' in host:
+                host = f'[{host}]'
+            label = spec.workload.mode.upper()
+            print(f'{label} mode serving http://{host}:{port}/flags', flush=True)
+        if ready_message:
+            print('Ready. Press Ctrl-C to stop.', flush=True)
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        for pool in pools:
+            await pool.close_all()
+
+
+def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Tie our life to a parent's: when its end of our stdin closes, stop."""
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        loop.call_soon_threadsafe(stop.set)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# ---------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Serve generated flag GIFs for the flags2 scripts '
+                    '(LOCAL, DELAY and ERROR modes).')
+    parser.add_argument('--mode', choices=('all', *MODES), default='all',
+                        help='which server to run (default: all three, '
+                             'on ports 8000, 8001 and 8002)')
+    parser.add_argument('--port', type=int, default=None,
+                        help='port for a single mode (0 picks a free one); '
+                             'with --mode all, the first of three ports')
+    parser.add_argument('--bind', default='localhost',
+                        help='address to listen on (default: localhost, '
+                             'meaning 127.0.0.1 and ::1)')
+    parser.add_argument('--seed', default=DEFAULT_SEED,
+                        help='seed for delays and errors (default: %(default)s)')
+    parser.add_argument('--delay-min', type=float, default=DEFAULT_DELAY_MIN,
+                        metavar='SECONDS', help='shortest delay (default: %(default)s)')
+    parser.add_argument('--delay-max', type=float, default=DEFAULT_DELAY_MAX,
+                        metavar='SECONDS', help='longest delay (default: %(default)s)')
+    parser.add_argument('--error-rate', type=float, default=DEFAULT_ERROR_RATE,
+                        metavar='SHARE', help='share of ERROR requests answered 418 '
+                                              '(default: %(default)s)')
+    parser.add_argument('--exit-with-stdin', action='store_true',
+                        help=argparse.SUPPRESS)  # used by the scripts' auto-start
+    return parser
+
+
+def specs_from_args(args: argparse.Namespace) -> list[ServerSpec]:
+    modes = MODES if args.mode == 'all' else (args.mode,)
+    specs = []
+    for offset, mode in enumerate(modes):
+        if args.port is None:
+            port = DEFAULT_PORTS[mode]
+        else:
+            port = args.port + offset if args.port else 0
+        workload = Workload(mode, args.seed, args.delay_min, args.delay_max,
+                            args.error_rate)
+        specs.append(ServerSpec(workload, port))
+    return specs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.delay_min <= args.delay_max:
+        parser.error('need 0 <= --delay-min <= --delay-max')
+    if not 0 <= args.error_rate <= 1:
+        parser.error('--error-rate is a share between 0 and 1')
+    specs = specs_from_args(args)
+    for cc in country_codes():  # draw every flag before saying "ready"
+        flag_gif(cc)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        if args.exit_with_stdin:
+            stop_when_stdin_closes(asyncio.get_running_loop(), stop)
+        await serve(specs, args.bind, stop=stop)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f'flags_server: cannot listen: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

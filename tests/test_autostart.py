@@ -1,0 +1,73 @@
+"""A label served by the bundled server works with nothing started by hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, VARIANTS, FlagsServer, free_port, run_variant
+from flags2_common import port_answers
+
+
+def server_processes(port: int) -> list[int]:
+    """PIDs of flags_server.py processes started for ``port``."""
+    pids = []
+    for proc in Path('/proc').iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / 'cmdline').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if any(arg.endswith(b'flags_server.py') for arg in cmdline) and \
+                str(port).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+pytestmark = pytest.mark.skipif(not Path('/proc').is_dir(),
+                                reason='finds leftover processes through /proc')
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_starts_and_stops_the_bundled_server(variant: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {'FLAGS2_LOCAL_URL': f'http://127.0.0.1:{port}/flags'}
+    result = run_variant(variant, '-l', '3', '-a', cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.lines[0] == (f'Started the bundled flags server for LOCAL on port {port}; '
+                               'it stops when this run ends.')
+    assert '3 flags downloaded.' in result.lines
+    assert not port_answers('127.0.0.1', port)
+    assert server_processes(port) == []
+
+
+def test_uses_a_server_that_already_answers(local_server: FlagsServer, tmp_path: Path) -> None:
+    env = {'FLAGS2_LOCAL_URL': local_server.url}
+    result = run_variant('asyncio', '-l', '2', '-a', cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not any(line.startswith('Started') for line in result.lines)
+    assert '2 flags downloaded.' in result.lines
+
+
+def test_server_exits_when_its_client_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, 'FLAGS2_DELAY_URL': f'http://127.0.0.1:{port}/flags'}
+    client = subprocess.Popen(
+        [sys.executable, str(ROOT / 'flags2_sequential.py'), '-s', 'DELAY', '-a'],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert client.stdout is not None
+    assert client.stdout.readline().startswith('Started the bundled flags server')
+    assert server_processes(port)
+    client.send_signal(signal.SIGKILL)  # no chance to clean up
+    client.communicate(timeout=5)
+    deadline = time.monotonic() + 5
+    while server_processes(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server_processes(port) == []

@@ -1,0 +1,133 @@
+"""The command line: code selection, concurrency, servers and usage errors."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+
+from conftest import VARIANTS, run_variant
+from flags2_common import (
+    POP20_CC,
+    SERVERS,
+    UsageError,
+    country_codes,
+    expand_cc_args,
+    parse_args,
+    resolve_server,
+)
+
+
+def test_codes_file_has_the_194_countries() -> None:
+    codes = country_codes()
+    assert len(codes) == len(set(codes)) == 194
+    assert codes[0] == 'AD' and codes[-1] == 'ZW'
+
+
+def test_no_codes_means_the_20_most_populous_sorted() -> None:
+    assert expand_cc_args(False, False, [], None) == sorted(POP20_CC)
+
+
+def test_one_letter_means_every_code_starting_with_it() -> None:
+    assert expand_cc_args(False, False, ['b'], None) == ['B' + c for c in string.ascii_uppercase]
+
+
+def test_codes_are_case_insensitive_deduplicated_and_sorted() -> None:
+    assert expand_cc_args(False, False, ['us', 'BR', 'Us', 'cn'], None) == ['BR', 'CN', 'US']
+
+
+def test_all_every_and_limit() -> None:
+    assert len(expand_cc_args(False, True, [], None)) == 194
+    every = expand_cc_args(True, False, [], None)
+    assert len(every) == 676 and every[0] == 'AA' and every[-1] == 'ZZ'
+    assert expand_cc_args(True, False, [], 3) == ['AA', 'AB', 'AC']
+
+
+@pytest.mark.parametrize(('argv', 'expected'), [
+    ([], 5),                             # the variant's default
+    (['-m', '3'], 3),
+    (['-m', '5000', '-e'], 300),         # the variant's maximum
+    (['-m', '200', '-a'], 194),          # never more than the number of codes
+    (['-m', '50', 'BR', 'US'], 2),
+])
+def test_concur_req_is_min_of_option_max_and_codes(argv: list[str], expected: int,
+                                                   tmp_path: Path) -> None:
+    run = parse_args([*argv, '-o', str(tmp_path)], 5, 300)
+    assert run.concur_req == expected
+
+
+def test_server_labels_are_case_insensitive() -> None:
+    assert resolve_server('delay') == ('DELAY', SERVERS['DELAY'])
+    assert resolve_server('Remote') == ('REMOTE', 'https://www.fluentpython.com/data/flags')
+
+
+def test_server_url_is_taken_as_base_url() -> None:
+    assert resolve_server('http://127.0.0.1:9999/flags/') == (
+        'http://127.0.0.1:9999/flags/', 'http://127.0.0.1:9999/flags')
+
+
+@pytest.mark.parametrize('server', ['NOWHERE', 'ftp://host/flags', 'http:///flags',
+                                    'http://host:port/flags'])
+def test_bad_servers_are_usage_errors(server: str) -> None:
+    with pytest.raises(UsageError):
+        resolve_server(server)
+
+
+BAD_ARGS = [
+    (['ZZZ'], "'ZZZ'"),
+    (['1A'], "'1A'"),
+    (['A1'], "'A1'"),
+    ([''], "''"),
+    (['É'], "'É'"),
+    (['b r'], "'B R'"),
+    (['-m', '0'], "'0'"),
+    (['-m', 'many'], "'many'"),
+    (['-l', '-1'], "'-1'"),
+    (['-s', 'NOWHERE'], "'NOWHERE'"),
+    (['-s', 'ftp://example.com/flags'], "'ftp://example.com/flags'"),
+    (['--timeout', '0'], "'0'"),
+    (['--timeout', '-2'], "'-2'"),
+    (['--timeout', 'soon'], "'soon'"),
+    (['--frobnicate'], '--frobnicate'),
+]
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize(('argv', 'named'), BAD_ARGS[:3])
+def test_usage_errors_in_every_variant(variant: str, argv: list[str], named: str,
+                                       tmp_path: Path) -> None:
+    result = run_variant(variant, *argv, cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, named)
+    assert list(tmp_path.iterdir()) == []  # nothing created, nothing fetched
+
+
+@pytest.mark.parametrize(('argv', 'named'), BAD_ARGS)
+def test_usage_errors(argv: list[str], named: str, tmp_path: Path) -> None:
+    result = run_variant('asyncio', *argv, cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, named)
+    assert list(tmp_path.iterdir()) == []
+
+
+def assert_usage_error(returncode: int, stdout: str, stderr: str, named: str) -> None:
+    assert returncode == 2
+    assert stdout == ''
+    lines = stderr.splitlines()
+    assert lines[0].startswith('*** Usage error: ')
+    assert named in lines[0]
+    assert lines[1].startswith('usage: ')
+    assert 'Traceback' not in stderr
+
+
+def test_destination_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    target = tmp_path / 'flags'
+    target.write_text('not a folder')
+    result = run_variant('sequential', '-o', str(target), cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, str(target))
+    assert target.read_text() == 'not a folder'
+
+
+def test_help_documents_exit_status(tmp_path: Path) -> None:
+    result = run_variant('threadpool', '--help', cwd=tmp_path)
+    assert result.returncode == 0
+    assert '130 when interrupted' in ' '.join(result.stdout.split())
