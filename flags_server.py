@@ -140,7 +140,7 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            'requests': {str(k): v for k, v in sorted(self.by_status.items())},
+            'requests': {str(int(k)): v for k, v in sorted(self.by_status.items())},
             'in_flight': self.in_flight,
             'peak_in_flight': self.peak_in_flight,
             'since': self.started,

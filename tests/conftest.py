@@ -101,8 +101,9 @@ def error_server(server_factory: Any) -> FlagsServer:
 
 @pytest.fixture(scope='session')
 def slow_server(server_factory: Any) -> FlagsServer:
-    """Delays long enough that every request of a run overlaps at the server."""
-    server: FlagsServer = server_factory('delay', '--delay-min', '0.6', '--delay-max', '0.7')
+    """Delays long enough that every request of a run overlaps at the server,
+    even with 194 threads starting on a busy machine."""
+    server: FlagsServer = server_factory('delay', '--delay-min', '1.0', '--delay-max', '1.1')
     return server
 
 

@@ -144,7 +144,7 @@ def threads_of(pid: int) -> int:
 
 @pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='counts threads in /proc')
 def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
-    server = start_server('delay', '--delay-min', '1.0', '--delay-max', '1.0')
+    server = start_server('delay', '--delay-min', '2.0', '--delay-max', '2.0')
     try:
         threads_before = threads_of(server.proc.pid)
 
@@ -160,12 +160,10 @@ def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
                 return status_line
             return await asyncio.gather(*(one(i) for i in range(n)))
 
-        t0 = time.perf_counter()
         lines = asyncio.run(fetch_many(1000))
-        elapsed = time.perf_counter() - t0
         assert all(line.startswith(b'HTTP/1.1 200') for line in lines)
+        # All 1000 were held at once, not served in waves behind a small backlog.
         assert server.stats()['peak_in_flight'] == 1000
-        assert elapsed < 4  # all at once (1 s), not in waves behind a small backlog
         assert threads_of(server.proc.pid) == threads_before
     finally:
         server.proc.terminate()
@@ -175,7 +173,7 @@ def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
 def test_ctrl_c_stops_the_server_cleanly() -> None:
     server = start_server('local')
     server.proc.send_signal(signal.SIGINT)
-    out, err = server.proc.communicate(timeout=5)
+    _, err = server.proc.communicate(timeout=5)
     assert server.proc.returncode == 0
     assert 'Traceback' not in err
 

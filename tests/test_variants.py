@@ -98,8 +98,8 @@ def test_every_code_against_error(variant: str, error_server: FlagsServer,
 
 @pytest.mark.parametrize('variant', CONCURRENT_VARIANTS)
 @pytest.mark.parametrize(('max_req', 'args', 'expected'), [
-    ('1', ('-l', '3'), 1),
-    ('5', ('-l', '12'), 5),
+    ('1', ('-l', '2'), 1),
+    ('5', ('-l', '6'), 5),
     ('100', ('-a',), 100),
     ('1000', ('-a',), 194),
 ])
@@ -117,7 +117,7 @@ def test_peak_in_flight_is_exactly_the_concurrency(
 
 def test_sequential_uses_one_connection(slow_server: FlagsServer, tmp_path: Path) -> None:
     slow_server.reset()
-    result = run_variant('sequential', '-m', '50', '-l', '3', '-s', slow_server.url,
+    result = run_variant('sequential', '-m', '50', '-l', '2', '-s', slow_server.url,
                          '-o', str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '1 connection will be used.' in result.lines
