@@ -25,7 +25,9 @@ from flags2_common import (
     DownloadStatus,
     FlagBody,
     code_from_error,
+    ctrl_c_cancels,
     flag_url,
+    interrupted,
     main,
     make_async_client,
     record_error,
@@ -73,17 +75,21 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
         to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
         if not verbose:
             to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
-        for coro in to_do_iter:
-            error: Exception | None = None
-            try:
-                status = await coro
-            except (httpx.HTTPError, OSError) as exc:
-                error = exc  # 'exc' is unbound once the except clause ends
-            if error is not None:
-                # as_completed yields new awaitables, not our tasks: the code
-                # comes from the URL the failed request asked for.
-                status = record_error(code_from_error(error), error, verbose)
-            counter[status] += 1
+        with ctrl_c_cancels(to_do):
+            for coro in to_do_iter:
+                error: Exception | None = None
+                try:
+                    status = await coro
+                except asyncio.CancelledError:  # by Ctrl-C: this download never finished
+                    interrupted(to_do_iter)
+                    continue
+                except (httpx.HTTPError, OSError) as exc:
+                    error = exc  # 'exc' is unbound once the except clause ends
+                if error is not None:
+                    # as_completed yields new awaitables, not our tasks: the code
+                    # comes from the URL the failed request asked for.
+                    status = record_error(code_from_error(error), error, verbose)
+                counter[status] += 1
     return counter
 
 
