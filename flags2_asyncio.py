@@ -33,6 +33,7 @@ from flags2_common import (
     record_error,
     report_ok,
     save_flag,
+    unless_started,
 )
 
 DEFAULT_CONCUR_REQ = 5
@@ -59,7 +60,8 @@ async def download_one(client: httpx.AsyncClient, cc: str, base_url: str,
             raise  # the supervisor reports every other failure
         status = DownloadStatus.NOT_FOUND
     else:
-        await asyncio.to_thread(save_flag, image, f'{cc}.gif')  # file I/O off the loop
+        # File I/O off the loop; once started, a save completes even after Ctrl-C.
+        await unless_started(asyncio.to_thread(save_flag, image, f'{cc}.gif'))
         status = DownloadStatus.OK
     return report_ok(cc, status, verbose)
 

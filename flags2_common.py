@@ -24,14 +24,14 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import Enum
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
@@ -59,6 +59,8 @@ MAX_FLAG_BYTES = 1024 * 1024
 GIF_MAGIC = (b'GIF87a', b'GIF89a')
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+T = TypeVar('T')
 
 
 class DownloadStatus(Enum):
@@ -691,6 +693,23 @@ def ctrl_c_cancels(tasks: list[asyncio.Task[Any]]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+async def unless_started(aw: Awaitable[T]) -> T:
+    """asyncio: let ``aw`` finish even if Ctrl-C cancels the task awaiting it.
+
+    For saving a flag: once the write has started in its thread, it completes
+    whatever the task does, so the download is counted as done, not cancelled.
+    """
+    inner = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        result = await inner
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, 'uncancel'):  # Python 3.11+
+            task.uncancel()
+        return result
 
 
 # ---------------------------------------------------- the bundled server
