@@ -349,13 +349,18 @@ def error_cause(exc: BaseException) -> str:
             return 'incomplete response body'
         if 'without sending' in text:
             return 'connection closed before any response'
-        return f'protocol error: {text}'
+        return f'protocol error: {details(exc)}'
     if isinstance(exc, httpx.TransportError):
         return transport_cause(exc)
     if isinstance(exc, OSError):
-        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or exc}'
-    text = str(exc)
-    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or details(exc)}'
+    if isinstance(exc, httpx.DecodingError):
+        return f'undecodable response body: {details(exc)}'
+    return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'
+
+
+def details(exc: BaseException) -> str:
+    return str(exc) or f'{type(exc).__name__} with no details'
 
 
 def transport_cause(exc: BaseException) -> str:
@@ -370,7 +375,7 @@ def transport_cause(exc: BaseException) -> str:
         if isinstance(seen, socket.gaierror):
             return 'host name not found'
         seen = seen.__cause__ or seen.__context__
-    text = str(exc) or type(exc).__name__
+    text = details(exc)
     if 'Connection refused' in text:
         return 'connection refused'
     if 'reset' in text.lower():

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 from test_variants import assert_valid_gifs, saved_codes
 
@@ -24,7 +25,7 @@ import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
 from conftest import ROOT, VARIANTS, FlagsServer, free_port, stop_server
-from flags2_common import DownloadStatus, country_codes, main, settings
+from flags2_common import DownloadStatus, country_codes, error_cause, main, settings
 from flags_server import FAULTS, OVERSIZE_BYTES, Workload, flag_gif
 
 MODULES: dict[str, ModuleType] = {
@@ -247,3 +248,13 @@ def test_every_code_at_m_1000_leaks_no_fd_or_thread(variant: str, error_server: 
     assert settings.error_causes == Counter({'HTTP 418': len(failing)})
     assert len(saved_codes(tmp_path)) == 194 - len(failing)
     assert (open_fds(), threading.active_count()) == (fds, threads)
+
+
+@pytest.mark.parametrize('exc', [
+    httpx.DecodingError(''), httpx.ReadError(''), httpx.RemoteProtocolError(''),
+    httpx.UnsupportedProtocol(''), httpx.HTTPError(''), OSError(),
+])
+def test_a_cause_is_never_empty_nor_a_bare_class_name(exc: Exception) -> None:
+    cause = error_cause(exc)
+    assert ' ' in cause.strip()  # words, not a bare class name
+    assert not cause.rstrip().endswith(':')  # nor a label with nothing after it
