@@ -83,7 +83,7 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
                 try:
                     status = await coro
                 except asyncio.CancelledError:  # by Ctrl-C: this download never finished
-                    interrupted(to_do_iter)
+                    interrupted(to_do_iter, counter)
                     continue
                 except (httpx.HTTPError, OSError) as exc:
                     error = exc  # 'exc' is unbound once the except clause ends

@@ -644,11 +644,16 @@ def make_async_client(concur_req: int) -> httpx.AsyncClient:
 # a cancelled download), calls interrupted(), counts what had finished and
 # returns its counter to main().
 
-def interrupted(progress: Iterable[Any] = ()) -> None:
-    """Note a Ctrl-C and close the progress bar, so the report starts on a fresh line."""
+def interrupted(progress: Iterable[Any], counter: Counter[DownloadStatus]) -> None:
+    """Note a Ctrl-C, and stop the progress bar at the count so far.
+
+    Closing the bar ends its line, so the report starts on a fresh one, and
+    freezes it: the cancellations that follow do not move it.
+    """
     settings.interrupted = True
-    if isinstance(progress, tqdm.tqdm):
-        progress.close()  # also freezes it: later iterations no longer count
+    if isinstance(progress, tqdm.tqdm) and not progress.disable:
+        progress.n = sum(counter.values())  # tqdm updates n only when it redraws
+        progress.close()
 
 
 def cancel_pending(executor: Executor) -> None:

@@ -73,7 +73,7 @@ def download_many(cc_list: list[str], base_url: str, verbose: bool,
                     status = record_error(cc, exc, verbose)
                 counter[status] += 1
     except KeyboardInterrupt:  # Ctrl-C: stop, and report what was done
-        interrupted(cc_iter)
+        interrupted(cc_iter, counter)
     return counter
 
 

@@ -59,7 +59,7 @@ def download_many(cc_list: list[str], base_url: str, verbose: bool,
                 counter[status] += 1
         except KeyboardInterrupt:  # Ctrl-C: drop what has not started, report the rest
             cancel_pending(executor)
-            interrupted(done_iter)
+            interrupted(done_iter, counter)
     counter.update(completed(to_do_map))  # empty unless interrupted
     return counter
 

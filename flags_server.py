@@ -60,7 +60,7 @@ FAULTS = {
     'bad-length': 'send the whole flag with a Content-Length 1000 bytes too large, then close',
     'stall': 'send nothing until the client gives up and closes the connection',
     'html': 'answer 200 with an HTML page instead of a GIF',
-    'oversize': f'answer 200 with a {OVERSIZE_BYTES}-byte image/gif body',
+    'oversize': 'answer 200 with an image/gif body of 1 MiB + 64 KiB',
     'redirect-loop': 'answer 302 redirecting to the same URL, every time',
 }
 WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
