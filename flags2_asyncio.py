@@ -25,12 +25,15 @@ from flags2_common import (
     DownloadStatus,
     FlagBody,
     code_from_error,
+    ctrl_c_cancels,
     flag_url,
+    interrupted,
     main,
     make_async_client,
     record_error,
     report_ok,
     save_flag,
+    unless_started,
 )
 
 DEFAULT_CONCUR_REQ = 5
@@ -57,7 +60,8 @@ async def download_one(client: httpx.AsyncClient, cc: str, base_url: str,
             raise  # the supervisor reports every other failure
         status = DownloadStatus.NOT_FOUND
     else:
-        await asyncio.to_thread(save_flag, image, f'{cc}.gif')  # file I/O off the loop
+        # File I/O off the loop; once started, a save completes even after Ctrl-C.
+        await unless_started(asyncio.to_thread(save_flag, image, f'{cc}.gif'))
         status = DownloadStatus.OK
     return report_ok(cc, status, verbose)
 
@@ -73,17 +77,21 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
         to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
         if not verbose:
             to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
-        for coro in to_do_iter:
-            error: Exception | None = None
-            try:
-                status = await coro
-            except (httpx.HTTPError, OSError) as exc:
-                error = exc  # 'exc' is unbound once the except clause ends
-            if error is not None:
-                # as_completed yields new awaitables, not our tasks: the code
-                # comes from the URL the failed request asked for.
-                status = record_error(code_from_error(error), error, verbose)
-            counter[status] += 1
+        with ctrl_c_cancels(to_do):
+            for coro in to_do_iter:
+                error: Exception | None = None
+                try:
+                    status = await coro
+                except asyncio.CancelledError:  # by Ctrl-C: this download never finished
+                    interrupted(to_do_iter, counter)
+                    continue
+                except (httpx.HTTPError, OSError) as exc:
+                    error = exc  # 'exc' is unbound once the except clause ends
+                if error is not None:
+                    # as_completed yields new awaitables, not our tasks: the code
+                    # comes from the URL the failed request asked for.
+                    status = record_error(code_from_error(error), error, verbose)
+                counter[status] += 1
     return counter
 
 

@@ -9,10 +9,12 @@ MAX_CONCUR_REQ)``. Everything else lives here, once.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import json
 import os
+import signal
 import socket
 import string
 import subprocess
@@ -22,15 +24,19 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import Enum
 from http import HTTPStatus
 from pathlib import Path
-from typing import NoReturn
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+import tqdm
 
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / 'flags_server.py'
@@ -54,6 +60,8 @@ GIF_MAGIC = (b'GIF87a', b'GIF89a')
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+T = TypeVar('T')
+
 
 class DownloadStatus(Enum):
     OK = 'OK'
@@ -74,6 +82,7 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     max_bytes: int = MAX_FLAG_BYTES
     error_causes: Counter[str] = field(default_factory=Counter)
+    interrupted: bool = False  # set on Ctrl-C by the variant's loop; main() exits 130
 
 
 settings = Settings()
@@ -340,13 +349,18 @@ def error_cause(exc: BaseException) -> str:
             return 'incomplete response body'
         if 'without sending' in text:
             return 'connection closed before any response'
-        return f'protocol error: {text}'
+        return f'protocol error: {details(exc)}'
     if isinstance(exc, httpx.TransportError):
         return transport_cause(exc)
     if isinstance(exc, OSError):
-        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or exc}'
-    text = str(exc)
-    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or details(exc)}'
+    if isinstance(exc, httpx.DecodingError):
+        return f'undecodable response body: {details(exc)}'
+    return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'
+
+
+def details(exc: BaseException) -> str:
+    return str(exc) or f'{type(exc).__name__} with no details'
 
 
 def transport_cause(exc: BaseException) -> str:
@@ -361,7 +375,7 @@ def transport_cause(exc: BaseException) -> str:
         if isinstance(seen, socket.gaierror):
             return 'host name not found'
         seen = seen.__cause__ or seen.__context__
-    text = str(exc) or type(exc).__name__
+    text = details(exc)
     if 'Connection refused' in text:
         return 'connection refused'
     if 'reset' in text.lower():
@@ -371,9 +385,11 @@ def transport_cause(exc: BaseException) -> str:
 
 
 def short_cause(cause: str) -> str:
-    """The cause without the HTTP reason phrase, for the summary line."""
+    """The cause without the HTTP reason phrase or timeout, for the summary line."""
     if cause.startswith('HTTP '):
         return ' '.join(cause.split()[:2])
+    if cause.startswith('timed out after '):
+        return 'timed out'
     return cause
 
 
@@ -491,12 +507,82 @@ class AsyncReleasingStream(httpx.AsyncByteStream):
             self.release()
 
 
+class AbortableStream(httpcore.NetworkStream):
+    """A connection that another thread can cut short while a read waits on it."""
+
+    def __init__(self, stream: httpcore.NetworkStream, streams: OpenStreams) -> None:
+        self.stream, self.streams = stream, streams
+        streams.add(self)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self.streams.discard(self)
+        self.stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        self.streams.discard(self)  # the TLS stream takes over the socket
+        tls = self.stream.start_tls(ssl_context, server_hostname, timeout)
+        return AbortableStream(tls, self.streams)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+    def abort(self) -> None:
+        sock = self.get_extra_info('socket')
+        with contextlib.suppress(OSError, AttributeError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class OpenStreams(httpcore.SyncBackend):
+    """The network backend of a ShardedTransport, which remembers its connections.
+
+    Closing a socket does not wake a thread blocked reading it: after Ctrl-C,
+    threadpool workers waiting on a slow server kept the process alive until
+    their reads timed out. ``abort`` shuts the sockets down, which ends those
+    reads at once.
+    """
+
+    def __init__(self) -> None:
+        self.streams: set[AbortableStream] = set()
+        self.lock = threading.Lock()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        stream = super().connect_tcp(host, port, timeout, local_address, socket_options)
+        return AbortableStream(stream, self)
+
+    def add(self, stream: AbortableStream) -> None:
+        with self.lock:
+            self.streams.add(stream)
+
+    def discard(self, stream: AbortableStream) -> None:
+        with self.lock:
+            self.streams.discard(stream)
+
+    def abort(self) -> None:
+        with self.lock:
+            streams = list(self.streams)
+        for stream in streams:
+            stream.abort()
+
+
 class ShardedTransport(httpx.BaseTransport):
     def __init__(self, concur_req: int) -> None:
         sizes = shard_sizes(concur_req)
         tls = httpx.create_ssl_context()  # loading CA certificates costs ~35 ms: do it once
         self.shards = [httpx.HTTPTransport(limits=shard_limits(n), verify=tls) for n in sizes]
         self.load = ShardLoad(len(sizes))
+        self.backend = OpenStreams()
+        for shard in self.shards:
+            # httpx.HTTPTransport takes no network backend; its httpcore pool does.
+            shard._pool._network_backend = self.backend
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         index = self.load.take()
@@ -511,6 +597,8 @@ class ShardedTransport(httpx.BaseTransport):
         return response
 
     def close(self) -> None:
+        """Close every connection, ending reads that other threads still wait on."""
+        self.backend.abort()
         for shard in self.shards:
             shard.close()
 
@@ -547,6 +635,91 @@ def make_client(concur_req: int) -> httpx.Client:
 def make_async_client(concur_req: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AsyncShardedTransport(concur_req),
                              timeout=settings.timeout)
+
+
+# ------------------------------------------------------------- Ctrl-C
+#
+# Ctrl-C must end a run within a second, with the counts so far and exit
+# status 130. Each variant's loop notices it (KeyboardInterrupt, or in asyncio
+# a cancelled download), calls interrupted(), counts what had finished and
+# returns its counter to main().
+
+def interrupted(progress: Iterable[Any], counter: Counter[DownloadStatus]) -> None:
+    """Note a Ctrl-C, and stop the progress bar at the count so far.
+
+    Closing the bar ends its line, so the report starts on a fresh one, and
+    freezes it: the cancellations that follow do not move it.
+    """
+    settings.interrupted = True
+    if isinstance(progress, tqdm.tqdm) and not progress.disable:
+        progress.n = sum(counter.values())  # tqdm updates n only when it redraws
+        progress.close()
+
+
+def cancel_pending(executor: Executor) -> None:
+    """Threadpool: drop the downloads no thread has started; don't wait for the rest.
+
+    Closing the client (see ShardedTransport.close) then ends the reads that
+    running threads are blocked in, so the executor's own join is quick.
+    """
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def completed(futures: Iterable[Future[DownloadStatus]]) -> Iterator[DownloadStatus]:
+    """Threadpool, after Ctrl-C: the downloads that ended well but were not counted.
+
+    Their flags are saved, so the report counts them. Failures are left out:
+    closing the client is what cut most of them short.
+    """
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            yield future.result()
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(tasks: list[asyncio.Task[Any]]) -> Iterator[None]:
+    """asyncio: while the supervisor collects results, Ctrl-C cancels every download.
+
+    Left alone, asyncio.run turns Ctrl-C into KeyboardInterrupt (in 3.10
+    wherever the loop happens to be, in 3.11+ after cancelling the supervisor),
+    and the counts so far are lost. With the downloads cancelled instead, the
+    supervisor's loop still sees every one of them end: it counts those that
+    finished and returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread gets signals
+        return
+    loop = asyncio.get_running_loop()
+
+    def cancel_all() -> None:
+        for task in tasks:
+            task.cancel()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(cancel_all)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+async def unless_started(aw: Awaitable[T]) -> T:
+    """asyncio: let ``aw`` finish even if Ctrl-C cancels the task awaiting it.
+
+    For saving a flag: once the write has started in its thread, it completes
+    whatever the task does, so the download is counted as done, not cancelled.
+    """
+    inner = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        result = await inner
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, 'uncancel'):  # Python 3.11+
+            task.uncancel()
+        return result
 
 
 # ---------------------------------------------------- the bundled server
@@ -650,6 +823,10 @@ def initial_report(cc_list: list[str], concur_req: int, server_label: str,
 def final_report(cc_list: list[str], counter: Counter[DownloadStatus],
                  elapsed: float, peak: object = None) -> None:
     print('-' * 20)
+    if settings.interrupted:
+        done = sum(counter.values())
+        print(f'Interrupted by Ctrl-C: {done} of {len(cc_list)} codes done, '
+              'the rest cancelled.')
     print(f'{plural(counter[DownloadStatus.OK], "flag")} downloaded.')
     if not_found := counter[DownloadStatus.NOT_FOUND]:
         print(f'{not_found} not found.')
@@ -680,6 +857,10 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
         usage_exit(str(exc), default_concur_req)
     settings.dest, settings.timeout = run.dest, run.timeout
     settings.error_causes.clear()
+    settings.interrupted = False
+    counter: Counter[DownloadStatus] = Counter()
+    stats = None
+    t0 = time.perf_counter()
     try:
         with bundled_server(run.server_label):
             initial_report(run.cc_list, run.concur_req, run.server_label, run.base_url)
@@ -687,7 +868,11 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
             t0 = time.perf_counter()
             counter = download_many(run.cc_list, run.base_url, run.verbose, run.concur_req)
             elapsed = time.perf_counter() - t0
-            stats = server_stats(run.base_url)
+            if not settings.interrupted:
+                stats = server_stats(run.base_url)
+    except KeyboardInterrupt:  # outside download_many's loop: while starting, say
+        settings.interrupted = True
+        elapsed = time.perf_counter() - t0
     except ServerStartError as exc:
         print(f'*** Could not start the bundled flags server: {exc}', file=sys.stderr)
         sys.exit(EXIT_ERRORS)
@@ -695,7 +880,13 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
     if all_unreachable(counter):
         print('*** No server answered. Start the bundled one with: '
               'python flags_server.py', file=sys.stderr)
-    sys.exit(EXIT_ERRORS if counter[DownloadStatus.ERROR] else EXIT_OK)
+    sys.exit(exit_status(counter))
+
+
+def exit_status(counter: Counter[DownloadStatus]) -> int:
+    if settings.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_ERRORS if counter[DownloadStatus.ERROR] else EXIT_OK
 
 
 def all_unreachable(counter: Counter[DownloadStatus]) -> bool:

@@ -22,6 +22,7 @@ from flags2_common import (
     DownloadStatus,
     FlagBody,
     flag_url,
+    interrupted,
     main,
     make_client,
     record_error,
@@ -63,13 +64,16 @@ def download_many(cc_list: list[str], base_url: str, verbose: bool,
     cc_iter: Iterable[str] = sorted(cc_list)
     if not verbose:
         cc_iter = tqdm.tqdm(cc_iter)
-    with make_client(1) as client:  # one client, one connection, for the whole run
-        for cc in cc_iter:
-            try:
-                status = download_one(client, cc, base_url, verbose)
-            except (httpx.HTTPError, OSError) as exc:
-                status = record_error(cc, exc, verbose)
-            counter[status] += 1
+    try:
+        with make_client(1) as client:  # one client, one connection, for the whole run
+            for cc in cc_iter:
+                try:
+                    status = download_one(client, cc, base_url, verbose)
+                except (httpx.HTTPError, OSError) as exc:
+                    status = record_error(cc, exc, verbose)
+                counter[status] += 1
+    except KeyboardInterrupt:  # Ctrl-C: stop, and report what was done
+        interrupted(cc_iter, counter)
     return counter
 
 

@@ -19,7 +19,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 import httpx
 import tqdm
 
-from flags2_common import DownloadStatus, main, make_client, record_error
+from flags2_common import (
+    DownloadStatus,
+    cancel_pending,
+    completed,
+    interrupted,
+    main,
+    make_client,
+    record_error,
+)
 from flags2_sequential import download_one
 
 DEFAULT_CONCUR_REQ = 30
@@ -29,22 +37,30 @@ MAX_CONCUR_REQ = 1000
 def download_many(cc_list: list[str], base_url: str, verbose: bool,
                   concur_req: int) -> Counter[DownloadStatus]:
     counter: Counter[DownloadStatus] = Counter()
-    with make_client(concur_req) as client, \
-            ThreadPoolExecutor(max_workers=concur_req) as executor:
-        to_do_map: dict[Future[DownloadStatus], str] = {}
-        for cc in sorted(cc_list):
-            future = executor.submit(download_one, client, cc, base_url, verbose)
-            to_do_map[future] = cc  # a future does not know its code; this dict does
-        done_iter: Iterable[Future[DownloadStatus]] = as_completed(to_do_map)
-        if not verbose:
-            done_iter = tqdm.tqdm(done_iter, total=len(cc_list))
-        for future in done_iter:
-            cc = to_do_map[future]
-            try:
-                status = future.result()
-            except (httpx.HTTPError, OSError) as exc:
-                status = record_error(cc, exc, verbose)
-            counter[status] += 1
+    done_iter: Iterable[Future[DownloadStatus]] = ()
+    to_do_map: dict[Future[DownloadStatus], str] = {}
+    # The client closes before the executor joins its threads: that ends the
+    # reads of running downloads, so after Ctrl-C the join is quick.
+    with ThreadPoolExecutor(max_workers=concur_req) as executor, \
+            make_client(concur_req) as client:
+        try:
+            for cc in sorted(cc_list):
+                future = executor.submit(download_one, client, cc, base_url, verbose)
+                to_do_map[future] = cc  # a future does not know its code; this dict does
+            done_iter = as_completed(to_do_map)
+            if not verbose:
+                done_iter = tqdm.tqdm(done_iter, total=len(cc_list))
+            for future in done_iter:
+                cc = to_do_map.pop(future)  # the map keeps what is not counted yet
+                try:
+                    status = future.result()
+                except (httpx.HTTPError, OSError) as exc:
+                    status = record_error(cc, exc, verbose)
+                counter[status] += 1
+        except KeyboardInterrupt:  # Ctrl-C: drop what has not started, report the rest
+            cancel_pending(executor)
+            interrupted(done_iter, counter)
+    counter.update(completed(to_do_map))  # empty unless interrupted
     return counter
 
 

@@ -27,6 +27,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -46,6 +47,23 @@ DEFAULT_ERROR_RATE = 0.25
 BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
 MAX_HEAD = 16 * 1024
 FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
+OVERSIZE_BYTES = 1024 * 1024 + 64 * 1024  # past the scripts' 1 MiB cap
+
+# What --fault can inject, with the words --help shows for each. ERROR mode
+# answers 418 unless told otherwise; any mode takes a --fault.
+FAULTS = {
+    '418': "answer 418 I'm a Teapot",
+    '500': 'answer 500 Internal Server Error',
+    '503': 'answer 503 Service Unavailable',
+    'reset': 'reset the connection (TCP RST) instead of answering',
+    'truncate': 'send half the flag, then close the connection',
+    'bad-length': 'send the whole flag with a Content-Length 1000 bytes too large, then close',
+    'stall': 'send nothing until the client gives up and closes the connection',
+    'html': 'answer 200 with an HTML page instead of a GIF',
+    'oversize': 'answer 200 with an image/gif body of 1 MiB + 64 KiB',
+    'redirect-loop': 'answer 302 redirecting to the same URL, every time',
+}
+WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
 
 
 def country_codes() -> list[str]:
@@ -113,6 +131,7 @@ class Workload:
     delay_min: float = DEFAULT_DELAY_MIN
     delay_max: float = DEFAULT_DELAY_MAX
     error_rate: float = DEFAULT_ERROR_RATE
+    fault_kind: str | None = None  # one of FAULTS; ERROR mode defaults to '418'
 
     def delay(self, cc: str) -> float:
         """Seconds to wait before answering for ``cc`` (0 in LOCAL mode)."""
@@ -121,12 +140,17 @@ class Workload:
         rng = random.Random(f'{self.seed}:delay:{cc.upper()}')
         return rng.uniform(self.delay_min, self.delay_max)
 
-    def fails(self, cc: str) -> bool:
-        """True when ERROR mode answers 418 for ``cc``."""
-        if self.mode != 'error':
-            return False
+    def fault(self, cc: str) -> str | None:
+        """The fault injected for ``cc``, if any: the one place that decides."""
+        kind = self.fault_kind or ('418' if self.mode == 'error' else None)
+        if kind is None:
+            return None
         rng = random.Random(f'{self.seed}:error:{cc.upper()}')
-        return rng.random() < self.error_rate
+        return kind if rng.random() < self.error_rate else None
+
+    def fails(self, cc: str) -> bool:
+        """True when the request for ``cc`` gets a fault (418 in ERROR mode)."""
+        return self.fault(cc) is not None
 
 
 @dataclass
@@ -154,9 +178,11 @@ class Stats:
 
 @dataclass
 class Response:
-    status: int
+    status: int  # 0 for a fault that sends no status line (reset, stall)
     body: bytes = b''
     content_type: str = 'text/plain; charset=utf-8'
+    location: str | None = None
+    wire_fault: str | None = None  # one of WIRE_FAULTS: see send_fault
 
 
 class FlagApp:
@@ -195,9 +221,31 @@ class FlagApp:
             await asyncio.sleep(delay)
         if cc not in self.codes:
             return text_response(HTTPStatus.NOT_FOUND)
-        if self.workload.fails(cc):
-            return text_response(HTTPStatus.IM_A_TEAPOT)
+        if fault := self.workload.fault(cc):
+            return fault_response(fault, path, flag_gif(cc))
         return Response(HTTPStatus.OK, flag_gif(cc), 'image/gif')
+
+
+def fault_response(kind: str, path: str, gif: bytes) -> Response:
+    """What the client gets for each fault kind, instead of ``gif``."""
+    if kind.isdigit():
+        return text_response(HTTPStatus(int(kind)))
+    if kind == 'html':
+        page = b'<!DOCTYPE html>\n<html><body><h1>Flags are resting</h1></body></html>\n'
+        return Response(HTTPStatus.OK, page, 'text/html; charset=utf-8')
+    if kind == 'oversize':
+        return Response(HTTPStatus.OK, oversize_gif(), 'image/gif')
+    if kind == 'redirect-loop':
+        return Response(HTTPStatus.FOUND, b'', location=path)
+    assert kind in WIRE_FAULTS, kind
+    status = HTTPStatus.OK if kind in ('truncate', 'bad-length') else 0
+    return Response(status, gif, 'image/gif', wire_fault=kind)
+
+
+@functools.cache
+def oversize_gif() -> bytes:
+    """A GIF header padded past the cap: only its size is wrong."""
+    return b'GIF89a' + bytes(OVERSIZE_BYTES - 6)
 
 
 def text_response(status: HTTPStatus) -> Response:
@@ -260,6 +308,9 @@ class Connections:
         keep_alive = (connection != 'close' if version == 'HTTP/1.1'
                       else connection == 'keep-alive')
         response = await self.app.respond(method, target)
+        if response.wire_fault:
+            await send_fault(reader, writer, response)
+            return False
         await send(writer, response, keep_alive, head_only=method == 'HEAD')
         return keep_alive
 
@@ -271,15 +322,40 @@ class Connections:
 
 async def send(writer: asyncio.StreamWriter, response: Response,
                keep_alive: bool, head_only: bool = False) -> None:
+    head = response_head(response, len(response.body), keep_alive)
+    writer.write(head if head_only else head + response.body)
+    await writer.drain()
+
+
+def response_head(response: Response, length: int, keep_alive: bool) -> bytes:
     status = HTTPStatus(response.status)
-    head = (
+    location = f'Location: {response.location}\r\n' if response.location else ''
+    return (
         f'HTTP/1.1 {status.value} {status.phrase}\r\n'
         f'Content-Type: {response.content_type}\r\n'
-        f'Content-Length: {len(response.body)}\r\n'
+        f'Content-Length: {length}\r\n'
+        f'{location}'
         f'Connection: {"keep-alive" if keep_alive else "close"}\r\n'
         '\r\n'
     ).encode('latin-1')
-    writer.write(head if head_only else head + response.body)
+
+
+async def send_fault(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     response: Response) -> None:
+    """Put a wire fault on the connection; the caller then closes it."""
+    body, kind = response.body, response.wire_fault
+    if kind == 'reset':
+        sock = writer.get_extra_info('socket')
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        writer.transport.abort()  # with a zero linger, close() sends RST, not FIN
+        return
+    if kind == 'truncate':
+        writer.write(response_head(response, len(body), keep_alive=False)
+                     + body[:len(body) // 2])
+    elif kind == 'bad-length':
+        writer.write(response_head(response, len(body) + 1000, keep_alive=False) + body)
+    elif kind == 'stall':
+        await reader.read()  # until the client closes: its timeout, not ours
     await writer.drain()
 
 
@@ -363,7 +439,10 @@ def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Serve generated flag GIFs for the flags2 scripts '
-                    '(LOCAL, DELAY and ERROR modes).')
+                    '(LOCAL, DELAY and ERROR modes).',
+        epilog='fault kinds for --fault:\n' + '\n'.join(
+            f'  {kind:14}{text}' for kind, text in FAULTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--mode', choices=('all', *MODES), default='all',
                         help='which server to run (default: all three, '
                              'on ports 8000, 8001 and 8002)')
@@ -379,9 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar='SECONDS', help='shortest delay (default: %(default)s)')
     parser.add_argument('--delay-max', type=float, default=DEFAULT_DELAY_MAX,
                         metavar='SECONDS', help='longest delay (default: %(default)s)')
-    parser.add_argument('--error-rate', type=float, default=DEFAULT_ERROR_RATE,
-                        metavar='SHARE', help='share of ERROR requests answered 418 '
-                                              '(default: %(default)s)')
+    parser.add_argument('--fault', choices=FAULTS, metavar='KIND',
+                        help='fault to inject on a seeded share of flag requests, in any '
+                             "mode (ERROR mode's default: 418); kinds below")
+    parser.add_argument('--fault-rate', '--error-rate', dest='error_rate', type=float,
+                        default=DEFAULT_ERROR_RATE, metavar='SHARE',
+                        help='share of flag requests that get the fault, chosen by seed '
+                             'and code (default: %(default)s)')
     parser.add_argument('--exit-with-stdin', action='store_true',
                         help=argparse.SUPPRESS)  # used by the scripts' auto-start
     return parser
@@ -396,7 +479,7 @@ def specs_from_args(args: argparse.Namespace) -> list[ServerSpec]:
         else:
             port = args.port + offset if args.port else 0
         workload = Workload(mode, args.seed, args.delay_min, args.delay_max,
-                            args.error_rate)
+                            args.error_rate, args.fault)
         specs.append(ServerSpec(workload, port))
     return specs
 
@@ -407,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.delay_min <= args.delay_max:
         parser.error('need 0 <= --delay-min <= --delay-max')
     if not 0 <= args.error_rate <= 1:
-        parser.error('--error-rate is a share between 0 and 1')
+        parser.error('--fault-rate is a share between 0 and 1')
     specs = specs_from_args(args)
     for cc in country_codes():  # draw every flag before saying "ready"
         flag_gif(cc)

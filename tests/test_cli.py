@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 import pytest
 
-from conftest import VARIANTS, run_variant
+from conftest import VARIANTS, FlagsServer, run_variant
 from flags2_common import (
     POP20_CC,
     SERVERS,
@@ -84,8 +85,10 @@ BAD_ARGS = [
     (['-m', '0'], "'0'"),
     (['-m', 'many'], "'many'"),
     (['-l', '-1'], "'-1'"),
+    (['-l', 'ten'], "'ten'"),
     (['-s', 'NOWHERE'], "'NOWHERE'"),
     (['-s', 'ftp://example.com/flags'], "'ftp://example.com/flags'"),
+    (['-s', 'http:///flags'], "'http:///flags'"),
     (['--timeout', '0'], "'0'"),
     (['--timeout', '-2'], "'-2'"),
     (['--timeout', 'soon'], "'soon'"),
@@ -131,3 +134,34 @@ def test_help_documents_exit_status(tmp_path: Path) -> None:
     result = run_variant('threadpool', '--help', cwd=tmp_path)
     assert result.returncode == 0
     assert '130 when interrupted' in ' '.join(result.stdout.split())
+
+
+def test_destination_that_cannot_be_created_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / 'file').write_text('in the way')
+    target = tmp_path / 'file' / 'flags'
+    result = run_variant('threadpool', '-o', str(target), cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, str(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() == 0,
+                    reason='root may write anywhere')
+def test_destination_that_cannot_be_written_is_a_usage_error(tmp_path: Path) -> None:
+    target = tmp_path / 'flags'
+    target.mkdir(mode=0o500)
+    try:
+        result = run_variant('asyncio', '-o', str(target), cwd=tmp_path)
+    finally:
+        target.chmod(0o700)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, str(target))
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize('argv', [['ZZZ'], ['-m', '0'], ['--timeout', '0'], ['--frobnicate']])
+def test_usage_errors_request_nothing(argv: list[str], local_server: FlagsServer,
+                                      tmp_path: Path) -> None:
+    before = local_server.stats()['requests']
+    result = run_variant('sequential', *argv, cwd=tmp_path,
+                         env={'FLAGS2_LOCAL_URL': local_server.url})
+    assert result.returncode == 2
+    assert local_server.stats()['requests'] == before

@@ -1,0 +1,260 @@
+"""Every failure explains itself: each fault of the bundled server, seen by each variant.
+
+The runs go through ``main`` in-process, with the real server on loopback:
+the same code path as the command line, without a Python start-up per case.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from test_variants import assert_valid_gifs, saved_codes
+
+import flags2_asyncio
+import flags2_sequential
+import flags2_threadpool
+from conftest import ROOT, VARIANTS, FlagsServer, free_port, stop_server
+from flags2_common import DownloadStatus, country_codes, error_cause, main, settings
+from flags_server import FAULTS, OVERSIZE_BYTES, Workload, flag_gif
+
+MODULES: dict[str, ModuleType] = {
+    'sequential': flags2_sequential,
+    'threadpool': flags2_threadpool,
+    'asyncio': flags2_asyncio,
+}
+ALL_CODES = country_codes()
+FAULT_RATE = 0.5
+TIMEOUT = 0.3  # the client's, for the stall fault
+
+CAUSES = {
+    '418': "HTTP 418 I'm a Teapot",
+    '500': 'HTTP 500 Internal Server Error',
+    '503': 'HTTP 503 Service Unavailable',
+    'reset': 'connection reset',
+    'truncate': 'incomplete response body',
+    'bad-length': 'incomplete response body',
+    'stall': f'timed out after {TIMEOUT} s',
+    'html': 'not a GIF (text/html)',
+    'oversize': 'response over 1 MiB',
+    'redirect-loop': 'too many redirects',
+}
+SUMMARIES = {'418': 'HTTP 418', '500': 'HTTP 500', '503': 'HTTP 503', 'stall': 'timed out'}
+
+
+def faulty(cc: str) -> bool:
+    """Which codes get the fault: the same seeded choice for every kind."""
+    return Workload('local', error_rate=FAULT_RATE, fault_kind='418').fails(cc)
+
+
+FAILING = [cc for cc in ALL_CODES if faulty(cc)][:2]
+OK = [cc for cc in ALL_CODES if not faulty(cc)][:3]
+CODES = sorted([*FAILING, *OK, 'QQ'])  # QQ: not a country, 404 under every fault
+
+
+def test_the_fault_table_covers_every_kind() -> None:
+    assert set(CAUSES) == set(FAULTS)
+
+
+@pytest.fixture(scope='module')
+def fault_servers() -> Iterator[dict[str, FlagsServer]]:
+    """One server per fault kind, started side by side, on the default (loopback) bind."""
+    procs = {kind: subprocess.Popen(
+        [sys.executable, str(ROOT / 'flags_server.py'), '--mode', 'local', '--port', '0',
+         '--fault', kind, '--fault-rate', str(FAULT_RATE)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for kind in FAULTS}
+    servers = {}
+    for kind, proc in procs.items():
+        assert proc.stdout is not None
+        first, ready = proc.stdout.readline(), proc.stdout.readline()
+        assert ready.startswith('Ready'), (first, ready)
+        port = int(first.rsplit(':', 1)[1].split('/')[0])
+        servers[kind] = FlagsServer(proc, port, 'local')
+    yield servers
+    for server in servers.values():
+        stop_server(server)
+
+
+Run = Callable[..., tuple[int, list[str], str]]
+
+
+@pytest.fixture
+def run_main(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run one variant's ``main`` with ``args``: (exit status, stdout lines, stderr)."""
+    def run(variant: str, *args: str) -> tuple[int, list[str], str]:
+        module = MODULES[variant]
+        with pytest.raises(SystemExit) as exit_info:
+            main(module.download_many, module.DEFAULT_CONCUR_REQ, module.MAX_CONCUR_REQ,
+                 list(args))
+        out, err = capsys.readouterr()
+        code = exit_info.value.code
+        assert isinstance(code, int)
+        return code, out.splitlines(), err
+    return run
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('kind', FAULTS)
+def test_each_fault_is_an_error_with_its_cause(kind: str, variant: str, run_main: Run,
+                                               fault_servers: dict[str, FlagsServer],
+                                               tmp_path: Path) -> None:
+    status, lines, err = run_main(variant, '-v', '-m', '4', '--timeout', str(TIMEOUT),
+                                  '-s', fault_servers[kind].url, '-o', str(tmp_path), *CODES)
+    assert status == 1
+    assert f'{len(OK)} flags downloaded.' in lines
+    assert '1 not found.' in lines
+    assert f'{len(FAILING)} errors.' in lines
+    assert f'errors: {len(FAILING)} {SUMMARIES.get(kind, CAUSES[kind])}' in lines
+    error_lines = sorted(line for line in lines if ' error: ' in line)
+    assert error_lines == [f'{cc} error: {CAUSES[kind]}' for cc in FAILING]
+    assert saved_codes(tmp_path) == OK  # nothing for a failed code, no temporary file
+    assert_valid_gifs(tmp_path)
+    assert 'Traceback' not in err
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_no_server_means_connection_refused_and_a_hint(variant: str, run_main: Run,
+                                                       tmp_path: Path) -> None:
+    url = f'http://127.0.0.1:{free_port()}/flags'
+    status, lines, err = run_main(variant, '-v', '-s', url, '-o', str(tmp_path), 'BR', 'CN')
+    assert status == 1
+    assert sorted(line for line in lines if ' error: ' in line) == [
+        'BR error: connection refused', 'CN error: connection refused']
+    assert 'errors: 2 connection refused' in lines
+    assert err.splitlines() == [
+        '*** No server answered. Start the bundled one with: python flags_server.py']
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_are_summed_up_by_cause_without_verbose(run_main: Run, tmp_path: Path,
+                                                       error_server: FlagsServer) -> None:
+    status, lines, _ = run_main('asyncio', '-a', '-s', error_server.url, '-o', str(tmp_path))
+    failing = [cc for cc in ALL_CODES if Workload('error').fails(cc)]
+    assert status == 1
+    assert not any(' error: ' in line for line in lines)
+    assert f'errors: {len(failing)} HTTP 418' in lines
+
+
+# ------------------------------------------------------- the server's side
+
+def fetch(server: FlagsServer, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: status, headers, the body as far as it came."""
+    conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=TIMEOUT)
+    try:
+        conn.request('GET', path)
+        resp = conn.getresponse()
+        try:
+            body = resp.read()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def flag_path(cc: str) -> str:
+    return f'/flags/{cc.lower()}/{cc.lower()}.gif'
+
+
+@pytest.mark.parametrize('kind', FAULTS)
+def test_server_injects_the_fault_and_keeps_serving(kind: str,
+                                                    fault_servers: dict[str, FlagsServer]
+                                                    ) -> None:
+    server = fault_servers[kind]
+    path = flag_path(FAILING[0])
+    if kind == 'reset':
+        with pytest.raises(ConnectionResetError) as reset:
+            fetch(server, path)
+        assert reset.value.errno == errno.ECONNRESET  # a RST, not a polite close
+    elif kind == 'stall':
+        with pytest.raises(TimeoutError):
+            fetch(server, path)
+    else:
+        status, headers, body = fetch(server, path)
+        if kind.isdigit():
+            assert status == int(kind)
+        elif kind in ('truncate', 'bad-length'):
+            gif = flag_gif(FAILING[0])
+            assert status == 200
+            assert body == (gif if kind == 'bad-length' else gif[:len(gif) // 2])
+            assert int(headers['content-length']) > len(body)
+        elif kind == 'html':
+            assert (status, headers['content-type']) == (200, 'text/html; charset=utf-8')
+        elif kind == 'oversize':
+            assert (status, len(body)) == (200, OVERSIZE_BYTES)
+            assert len(body) > 1024 * 1024
+        else:
+            assert (status, headers['location']) == (302, path)
+    status, headers, body = fetch(server, flag_path(OK[0]))  # still serving
+    assert (status, headers['content-type']) == (200, 'image/gif')
+
+
+@pytest.mark.parametrize('path', [
+    '/flags/../flags/br/br.gif', '/flags/%2e%2e/flags/br/br.gif', '/flags/br/../br/br.gif',
+    '/flags/br/br.gif/..', '/flags/%62r/%62r.gif', '/../flags_server.py',
+])
+def test_traversal_is_404_even_under_a_fault(path: str,
+                                             fault_servers: dict[str, FlagsServer]) -> None:
+    status, _, body = fetch(fault_servers['html'], path)
+    assert (status, body) == (404, b'404 Not Found\n')
+
+
+@pytest.mark.skipif(not Path('/proc/net/tcp').exists(), reason='reads /proc/net/tcp')
+def test_binds_loopback_by_default(fault_servers: dict[str, FlagsServer]) -> None:
+    port = fault_servers['418'].port
+    listening = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        if not os.path.exists(table):
+            continue
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.split(':')
+            if state == '0A' and int(port_hex, 16) == port:  # 0A: LISTEN
+                listening.add(address)
+    assert listening
+    assert listening <= {'0100007F', '00000000000000000000000001000000'}  # 127.0.0.1, ::1
+
+
+# -------------------------------------------------------------- under load
+
+def open_fds() -> int:
+    return len(os.listdir('/proc/self/fd'))
+
+
+@pytest.mark.skipif(not Path('/proc/self/fd').exists(), reason='counts fds in /proc')
+@pytest.mark.parametrize('variant', ['threadpool', 'asyncio'])
+def test_every_code_at_m_1000_leaks_no_fd_or_thread(variant: str, error_server: FlagsServer,
+                                                   tmp_path: Path) -> None:
+    settings.dest, settings.timeout = tmp_path, 10.0
+    settings.error_causes.clear()
+    settings.interrupted = False
+    every = [a + b for a in map(chr, range(65, 91)) for b in map(chr, range(65, 91))]
+    fds, threads = open_fds(), threading.active_count()
+    counter = MODULES[variant].download_many(every, error_server.url, True, 676)
+    failing = [cc for cc in ALL_CODES if Workload('error').fails(cc)]
+    assert counter == Counter({DownloadStatus.OK: 194 - len(failing),
+                               DownloadStatus.NOT_FOUND: 676 - 194,
+                               DownloadStatus.ERROR: len(failing)})
+    assert settings.error_causes == Counter({'HTTP 418': len(failing)})
+    assert len(saved_codes(tmp_path)) == 194 - len(failing)
+    assert (open_fds(), threading.active_count()) == (fds, threads)
+
+
+@pytest.mark.parametrize('exc', [
+    httpx.DecodingError(''), httpx.ReadError(''), httpx.RemoteProtocolError(''),
+    httpx.UnsupportedProtocol(''), httpx.HTTPError(''), OSError(),
+])
+def test_a_cause_is_never_empty_nor_a_bare_class_name(exc: Exception) -> None:
+    cause = error_cause(exc)
+    assert ' ' in cause.strip()  # words, not a bare class name
+    assert not cause.rstrip().endswith(':')  # nor a label with nothing after it

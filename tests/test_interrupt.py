@@ -1,0 +1,120 @@
+"""Ctrl-C: every variant stops within a second, reports what it did, exits 130,
+and leaves nothing half-done behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_autostart import server_processes
+from test_variants import assert_valid_gifs
+
+from conftest import ROOT, VARIANTS, FlagsServer, free_port
+from flags2_common import country_codes, port_answers
+from flags_server import Workload
+
+pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends SIGINT')
+
+STALL_RATE = 0.5
+STALLING = Workload('delay', error_rate=STALL_RATE, fault_kind='stall')
+# Start at a code that answers, so even the sequential script finishes one
+# download before it meets a stalled one.
+FIRST_OK = next(i for i, cc in enumerate(country_codes()) if not STALLING.fails(cc))
+CODES = country_codes()[FIRST_OK:]
+
+
+@pytest.fixture(scope='module')
+def stalling_server(server_factory: Callable[..., FlagsServer]) -> FlagsServer:
+    """Half the flags come after a short delay; the other half never come."""
+    return server_factory('delay', '--delay-min', '0.05', '--delay-max', '0.1',
+                          '--fault', 'stall', '--fault-rate', str(STALL_RATE))
+
+
+def statuses(port: int) -> dict[str, int]:
+    """Requests the server has answered so far, by status ('0': stalled)."""
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/stats', timeout=1) as resp:
+        requests: dict[str, int] = json.load(resp)['requests']
+    return requests
+
+
+def interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> float:
+    """Send SIGINT once ``ready()``; return the seconds the process took to exit."""
+    deadline = time.monotonic() + 15
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, 'the run never got going'
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.perf_counter()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return time.perf_counter() - t0
+
+
+def start(variant: str, *args: str, cwd: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+        cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_clean_interrupt(proc: subprocess.Popen[str], seconds: float, total: int,
+                           dest: Path) -> list[str]:
+    """Exit 130 within a second, a full report with the interrupted line, no traceback,
+    and exactly the reported flags in ``dest``, each one complete."""
+    out, err = proc.communicate()
+    lines = out.splitlines()
+    assert proc.returncode == 130, (out, err)
+    assert seconds < 1, f'took {seconds:.2f} s to stop'
+    assert 'Traceback' not in err
+    saved = sorted(dest.iterdir()) if dest.exists() else []
+    if saved:
+        assert_valid_gifs(dest)  # only *.gif files (no temporary ones), each one decodes
+    done = next(line for line in lines if line.startswith('Interrupted by Ctrl-C: '))
+    assert done.endswith(f' of {total} codes done, the rest cancelled.')
+    downloaded = len(saved)
+    assert f'{downloaded} flag{"" if downloaded == 1 else "s"} downloaded.' in lines
+    assert lines[-1].startswith('Elapsed time: ')
+    return lines
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_ctrl_c_with_downloads_stuck_in_reads(variant: str, stalling_server: FlagsServer,
+                                              tmp_path: Path) -> None:
+    stalling_server.reset()
+    dest = tmp_path / 'flags'
+    proc = start(variant, '-m', '20', '--timeout', '30', '-s', stalling_server.url,
+                 '-o', str(dest), *CODES, cwd=tmp_path)
+
+    def some_done_some_stuck() -> bool:
+        return any(dest.glob('*.gif')) and statuses(stalling_server.port).get('0', 0) >= 1
+
+    seconds = interrupt_when(proc, some_done_some_stuck)
+    lines = assert_clean_interrupt(proc, seconds, len(CODES), dest)
+    assert not any('error' in line for line in lines)  # what Ctrl-C cut short is no error
+
+
+@pytest.mark.skipif(not Path('/proc').is_dir(), reason='finds leftover processes in /proc')
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_ctrl_c_stops_the_auto_started_server(variant: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {'FLAGS2_DELAY_URL': f'http://127.0.0.1:{port}/flags'}
+    dest = tmp_path / 'flags'
+    proc = start(variant, '-s', 'DELAY', '-a', '-o', str(dest), cwd=tmp_path, env=env)
+    seconds = interrupt_when(proc, lambda: any(dest.glob('*.gif')))
+    lines = assert_clean_interrupt(proc, seconds, 194, dest)
+    assert lines[0].startswith('Started the bundled flags server for DELAY')
+    assert not port_answers('127.0.0.1', port)
+    assert server_processes(port) == []
