@@ -157,6 +157,15 @@ def test_destination_that_cannot_be_written_is_a_usage_error(tmp_path: Path) -> 
     assert list(target.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path('/proc/self').is_dir(), reason='needs Linux /proc')
+def test_destination_even_root_cannot_write_is_a_usage_error(tmp_path: Path) -> None:
+    # /proc/self is a folder in which nobody, root included, can create a file:
+    # this case runs where the chmod one above is skipped.
+    result = run_variant('asyncio', '-o', '/proc/self', cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, "'/proc/self'")
+    assert 'cannot write to destination' in result.stderr
+
+
 @pytest.mark.parametrize('argv', [['ZZZ'], ['-m', '0'], ['--timeout', '0'], ['--frobnicate']])
 def test_usage_errors_request_nothing(argv: list[str], local_server: FlagsServer,
                                       tmp_path: Path) -> None:
