@@ -1,0 +1,183 @@
+"""docs/companion.md stays true: its excerpts are our code, its commands give its output.
+
+Conventions in the guide, checked here:
+- A fenced block whose info string is ``python FILE FUNCTION`` quotes FUNCTION in FILE
+  (FUNCTION may be ``Class.method``, or ``-`` for the whole module). A line ``...`` splits
+  the block into runs; each run must appear in that function's source, contiguous and
+  verbatim apart from common indentation. A plain ``python`` block is a sketch and is not
+  checked.
+- A ``console`` block holds commands (``$ python flags2_X.py …``) and their output. Each
+  command is run against the bundled server, with the labels moved to servers started here
+  on ephemeral ports (default workload, so the delays and failures are the guide's). The
+  exit status must be the one the block shows (an ``[exit status N]`` line, 0 when absent),
+  and every shown line that reports codes, counts or causes must be in the real output.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, FlagsServer, free_port, run_variant, start_server, stop_server
+
+GUIDE = ROOT / 'docs' / 'companion.md'
+FENCE = re.compile(r'^```([^\n`]*)\n(.*?)^```$', re.MULTILINE | re.DOTALL)
+CHECKED_OUTPUT = re.compile(
+    r'\d+ flags? downloaded\.|\d+ not found\.|\d+ errors?\.|errors: .*|[A-Z]{2} error: .*'
+    r'|[A-Z]{2} (OK|not found)|Searching for .*|\d+ concurrent connections will be used\.'
+    r'|1 connection will be used\.|Interrupted by Ctrl-C: .*|\*\*\* .*')
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+LABELS = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
+
+
+@dataclass
+class Block:
+    info: str
+    body: str
+    line: int
+
+    def __str__(self) -> str:
+        return f'docs/companion.md:{self.line}'
+
+
+def blocks() -> list[Block]:
+    text = GUIDE.read_text(encoding='utf-8')
+    return [Block(m.group(1).strip(), m.group(2), text.count('\n', 0, m.start()) + 1)
+            for m in FENCE.finditer(text)]
+
+
+def excerpt_blocks() -> list[Block]:
+    return [b for b in blocks() if b.info.startswith('python ')]
+
+
+def console_blocks() -> list[Block]:
+    return [b for b in blocks() if b.info == 'console']
+
+
+def test_guide_quotes_code_and_shows_commands() -> None:
+    """The guide keeps its shape: the nine points are quoted, and commands are shown."""
+    assert len(excerpt_blocks()) >= 12
+    assert sum(len(commands(b)) for b in console_blocks()) >= 4
+
+
+# ------------------------------------------------------------------ excerpts
+
+def function_lines(path: Path, name: str) -> list[str]:
+    """The source lines of function (or class, or Class.method) ``name`` in ``path``."""
+    source = path.read_text(encoding='utf-8')
+    lines = source.splitlines()
+    if name == '-':
+        return lines
+    body: list[ast.stmt] = ast.parse(source).body
+    node: ast.stmt | None = None
+    for part in name.split('.'):
+        named = [n for n in body if isinstance(n, DEFINITIONS) and n.name == part]
+        assert named, f'{name} not found in {path.name}'
+        node, body = named[0], named[0].body
+    assert node is not None and node.end_lineno is not None
+    return lines[node.lineno - 1:node.end_lineno]
+
+
+def runs(body: str) -> list[list[str]]:
+    """The runs of lines an excerpt quotes, each dedented on its own."""
+    found: list[list[str]] = [[]]
+    for line in body.splitlines():
+        if line.strip() == '...':
+            found.append([])
+        else:
+            found[-1].append(line)
+    return [dedented(run) for run in found if any(line.strip() for line in run)]
+
+
+def dedented(lines: list[str]) -> list[str]:
+    return textwrap.dedent('\n'.join(lines)).splitlines()
+
+
+def contains_run(source: list[str], run: list[str]) -> bool:
+    n = len(run)
+    return any(dedented(source[i:i + n]) == run for i in range(len(source) - n + 1))
+
+
+@pytest.mark.parametrize('block', excerpt_blocks(), ids=str)
+def test_excerpt_is_verbatim_in_the_named_function(block: Block) -> None:
+    _, filename, function = block.info.split()
+    source = function_lines(ROOT / filename, function)
+    quoted = runs(block.body)
+    assert quoted, f'{block}: empty excerpt'
+    for run in quoted:
+        assert contains_run(source, run), \
+            f'{block}: not verbatim in {filename} {function}:\n' + '\n'.join(run)
+
+
+# ------------------------------------------------------------------ commands
+
+@dataclass
+class Command:
+    argv: list[str]
+    shown: list[str] = field(default_factory=list)
+    exit_status: int = 0
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv)
+
+
+def commands(block: Block) -> list[Command]:
+    found: list[Command] = []
+    for line in block.body.splitlines():
+        if line.startswith('$ '):
+            found.append(Command(shlex.split(line[2:])))
+        elif match := re.fullmatch(r'\[exit status (\d+)\]', line.strip()):
+            found[-1].exit_status = int(match.group(1))
+        elif found:
+            found[-1].shown.append(line.strip())
+    return found
+
+
+class GuideServers:
+    """The bundled server in each mode the guide uses, started on first use."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, FlagsServer] = {}
+
+    def env(self, argv: list[str]) -> dict[str, str]:
+        labels = {argv[i + 1].upper() for i, arg in enumerate(argv[:-1]) if arg == '-s'}
+        for label in labels & LABELS.keys():
+            if label not in self.started:
+                self.started[label] = start_server(LABELS[label])
+        # Labels the command does not use still point off ports 8000-8002.
+        return {f'FLAGS2_{label}_URL': self.started[label].url if label in self.started
+                else f'http://127.0.0.1:{free_port()}/flags' for label in LABELS}
+
+
+@pytest.fixture(scope='module')
+def guide_servers() -> Iterator[GuideServers]:
+    servers = GuideServers()
+    yield servers
+    for server in servers.started.values():
+        stop_server(server)
+
+
+@pytest.mark.parametrize('block', console_blocks(), ids=str)
+def test_console_block_runs_as_shown(block: Block, guide_servers: GuideServers,
+                                     tmp_path: Path) -> None:
+    for command in commands(block):
+        assert command.argv[0] == 'python', f'{block}: only python commands are run'
+        script = command.argv[1]
+        assert re.fullmatch(r'flags2_\w+\.py', script), f'{block}: {script} is not a variant'
+        checked = [line for line in command.shown if CHECKED_OUTPUT.fullmatch(line)]
+        assert checked, f'{block}: {command} shows no output this test can check'
+        variant = script.removeprefix('flags2_').removesuffix('.py')
+        result = run_variant(variant, *command.argv[2:], '-o', str(tmp_path / 'flags'),
+                             cwd=tmp_path, env=guide_servers.env(command.argv), timeout=60)
+        assert result.returncode == command.exit_status, \
+            f'{block}: {command} exited {result.returncode}:\n{result.stdout}{result.stderr}'
+        real = {line.strip() for line in result.stdout.splitlines()}
+        missing = [line for line in checked if line not in real]
+        assert not missing, f'{block}: {command} did not print {missing}:\n{result.stdout}'
