@@ -2,7 +2,8 @@
 
 Conventions in the guide, checked here:
 - A fenced block whose info string is ``python FILE FUNCTION`` quotes FUNCTION in FILE
-  (FUNCTION may be ``Class.method``, or ``-`` for the whole module). A line ``...`` splits
+  (FUNCTION may be ``Class.method``, or ``-`` for the whole module), and the line before
+  it says so to the reader: ``From `FILE`, `FUNCTION`:``. A line ``...`` splits
   the block into runs; each run must appear in that function's source, contiguous and
   verbatim apart from common indentation. A plain ``python`` block is a sketch and is not
   checked.
@@ -28,7 +29,7 @@ import pytest
 from conftest import ROOT, FlagsServer, free_port, run_variant, start_server, stop_server
 
 GUIDE = ROOT / 'docs' / 'companion.md'
-FENCE = re.compile(r'^```([^\n`]*)\n(.*?)^```$', re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r'^( *)```([^\n`]*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
 CHECKED_OUTPUT = re.compile(
     r'\d+ flags? downloaded\.|\d+ not found\.|\d+ errors?\.|errors: .*|[A-Z]{2} error: .*'
     r'|[A-Z]{2} (OK|not found)|Searching for .*|\d+ concurrent connections will be used\.'
@@ -42,6 +43,7 @@ class Block:
     info: str
     body: str
     line: int
+    label: str  # the last line of text before the fence
 
     def __str__(self) -> str:
         return f'docs/companion.md:{self.line}'
@@ -49,7 +51,9 @@ class Block:
 
 def blocks() -> list[Block]:
     text = GUIDE.read_text(encoding='utf-8')
-    return [Block(m.group(1).strip(), m.group(2), text.count('\n', 0, m.start()) + 1)
+    return [Block(m.group(2).strip(), m.group(3), text.count('\n', 0, m.start()) + 1,
+                  next((line.strip() for line in reversed(text[:m.start()].splitlines())
+                        if line.strip()), ''))
             for m in FENCE.finditer(text)]
 
 
@@ -108,6 +112,8 @@ def contains_run(source: list[str], run: list[str]) -> bool:
 @pytest.mark.parametrize('block', excerpt_blocks(), ids=str)
 def test_excerpt_is_verbatim_in_the_named_function(block: Block) -> None:
     _, filename, function = block.info.split()
+    assert block.label == f'From `{filename}`, `{function}`:', \
+        f'{block}: a reader cannot see the info string; say where the excerpt is from'
     source = function_lines(ROOT / filename, function)
     quoted = runs(block.body)
     assert quoted, f'{block}: empty excerpt'
