@@ -9,7 +9,8 @@ Conventions in the guide, checked here:
   checked.
 - A ``console`` block holds commands (``$ python flags2_X.py …``) and their output. Each
   command is run against the bundled server, with the labels moved to servers started here
-  on ephemeral ports (default workload, so the delays and failures are the guide's). The
+  on ephemeral ports (default workload, so the delays and failures are the guide's); the
+  commands run at the same time, as they spend most of their time waiting. The
   exit status must be the one the block shows (an ``[exit status N]`` line, 0 when absent),
   and every shown line that reports codes, counts or causes must be in the real output.
 """
@@ -21,12 +22,13 @@ import re
 import shlex
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, FlagsServer, free_port, run_variant, start_server, stop_server
+from conftest import ROOT, FlagsServer, Result, free_port, run_variant, start_server, stop_server
 
 GUIDE = ROOT / 'docs' / 'companion.md'
 FENCE = re.compile(r'^( *)```([^\n`]*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
@@ -133,6 +135,12 @@ class Command:
     def __str__(self) -> str:
         return shlex.join(self.argv)
 
+    @property
+    def labels(self) -> set[str]:
+        """The bundled-server labels this command names with ``-s``."""
+        return {self.argv[i + 1].upper() for i, arg in enumerate(self.argv[:-1])
+                if arg == '-s'} & LABELS.keys()
+
 
 def commands(block: Block) -> list[Command]:
     found: list[Command] = []
@@ -146,42 +154,55 @@ def commands(block: Block) -> list[Command]:
     return found
 
 
-class GuideServers:
-    """The bundled server in each mode the guide uses, started on first use."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, FlagsServer] = {}
-
-    def env(self, argv: list[str]) -> dict[str, str]:
-        labels = {argv[i + 1].upper() for i, arg in enumerate(argv[:-1]) if arg == '-s'}
-        for label in labels & LABELS.keys():
-            if label not in self.started:
-                self.started[label] = start_server(LABELS[label])
-        # Labels the command does not use still point off ports 8000-8002.
-        return {f'FLAGS2_{label}_URL': self.started[label].url if label in self.started
-                else f'http://127.0.0.1:{free_port()}/flags' for label in LABELS}
-
-
 @pytest.fixture(scope='module')
-def guide_servers() -> Iterator[GuideServers]:
-    servers = GuideServers()
-    yield servers
-    for server in servers.started.values():
-        stop_server(server)
+def guide_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
+    """Every command of the guide, run once and all at once (they mostly wait on delays).
+
+    Each label a command uses gets its own server with the default workload, so the
+    delays and failures are the ones the guide shows; labels not used point at free
+    ports, so nothing can reach ports 8000-8002.
+    """
+    runnable = [command for block in console_blocks() for command in commands(block)
+                if re.fullmatch(r'flags2_\w+\.py', command.argv[1])]
+    labels = sorted(set().union(*(command.labels for command in runnable)))
+    base = tmp_path_factory.mktemp('guide')
+    servers: list[FlagsServer] = []
+    try:
+        with ThreadPoolExecutor() as pool:
+            starting = [pool.submit(start_server, LABELS[label]) for label in labels]
+        servers.extend(f.result() for f in starting if f.exception() is None)
+        for future in starting:
+            future.result()  # a server that failed to start fails the run, after the
+            #                  others are in `servers` to be stopped
+        urls = {label: server.url for label, server in zip(labels, servers, strict=True)}
+        env = {f'FLAGS2_{label}_URL': urls.get(label, f'http://127.0.0.1:{free_port()}/flags')
+               for label in LABELS}
+
+        def run(numbered: tuple[int, Command]) -> Result:
+            n, command = numbered
+            variant = command.argv[1].removeprefix('flags2_').removesuffix('.py')
+            work = base / str(n)
+            work.mkdir()
+            return run_variant(variant, *command.argv[2:], '-o', str(work / 'flags'),
+                               cwd=work, env=env, timeout=60)
+
+        with ThreadPoolExecutor() as pool:
+            results = list(pool.map(run, enumerate(runnable)))
+        yield {str(command): result for command, result in zip(runnable, results, strict=True)}
+    finally:
+        for server in servers:
+            stop_server(server)
 
 
 @pytest.mark.parametrize('block', console_blocks(), ids=str)
-def test_console_block_runs_as_shown(block: Block, guide_servers: GuideServers,
-                                     tmp_path: Path) -> None:
+def test_console_block_runs_as_shown(block: Block, guide_runs: dict[str, Result]) -> None:
     for command in commands(block):
         assert command.argv[0] == 'python', f'{block}: only python commands are run'
-        script = command.argv[1]
-        assert re.fullmatch(r'flags2_\w+\.py', script), f'{block}: {script} is not a variant'
+        assert re.fullmatch(r'flags2_\w+\.py', command.argv[1]), \
+            f'{block}: {command.argv[1]} is not a variant'
         checked = [line for line in command.shown if CHECKED_OUTPUT.fullmatch(line)]
         assert checked, f'{block}: {command} shows no output this test can check'
-        variant = script.removeprefix('flags2_').removesuffix('.py')
-        result = run_variant(variant, *command.argv[2:], '-o', str(tmp_path / 'flags'),
-                             cwd=tmp_path, env=guide_servers.env(command.argv), timeout=60)
+        result = guide_runs[str(command)]
         assert result.returncode == command.exit_status, \
             f'{block}: {command} exited {result.returncode}:\n{result.stdout}{result.stderr}'
         real = {line.strip() for line in result.stdout.splitlines()}
