@@ -175,7 +175,7 @@ def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
 def test_ctrl_c_stops_the_server_cleanly() -> None:
     server = start_server('local')
     server.proc.send_signal(signal.SIGINT)
-    out, err = server.proc.communicate(timeout=5)
+    _out, err = server.proc.communicate(timeout=5)
     assert server.proc.returncode == 0
     assert 'Traceback' not in err
 
