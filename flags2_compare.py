@@ -285,7 +285,7 @@ class Row:
 
     @property
     def ideal(self) -> float | None:
-        return self.runs[0].ideal if self.measured else None
+        return next((run.ideal for run in self.measured), None)
 
     def efficiency(self) -> float | None:
         median, ideal = self.median, self.ideal
@@ -400,7 +400,8 @@ def write_csv(path: Path, results: list[RunResult]) -> None:
 # -------------------------------------------------------------- charts
 
 COLOURS = {'sequential': '#7f7f7f', 'threadpool': '#1f77b4', 'asyncio': '#d62728'}
-OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#b0b0b0', 'error': '#d62728'}
+OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#8c8c8c', 'error': '#d62728'}
+IN_FLIGHT_COLOUR = '#c6dbef'
 
 
 def check_matplotlib() -> str | None:
@@ -424,48 +425,60 @@ def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
 
 def plot_sweep(path: Path, rows: list[Row], plan: Plan,
                workload: dict[str, Any] | None) -> None:
+    """Elapsed time against concurrency (log-log) above efficiency at each level."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 5.5), layout='constrained')
-    ax = fig.subplots()
+    fig = Figure(figsize=(9, 7.5), layout='constrained')
+    ax, eff_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
     levels = sorted({row.concurrency for row in rows})
     for name in VARIANT_NAMES:
         mine = [row for row in rows if row.variant == name and row.median is not None]
         if not mine:
             continue
         if name == 'sequential':
-            median = mine[0].median
-            assert median is not None
-            ax.axhline(median, color=COLOURS[name], linestyle=':', linewidth=1.5,
-                       label=f'sequential (baseline): {median:.2f} s')
+            row = mine[0]
+            assert row.median is not None
+            ax.axhline(row.median, color=COLOURS[name], linestyle=':', linewidth=1.5,
+                       label=f'sequential (the baseline): {row.median:.2f} s')
+            if (efficiency := row.efficiency()) is not None:
+                eff_ax.plot([1], [efficiency * 100], marker='s', markersize=10,
+                            markerfacecolor='none', linestyle='none', color=COLOURS[name],
+                            label='sequential')
             continue
         xs = [row.concurrency for row in mine]
         ys = [row.median or 0.0 for row in mine]
         low = [y - min(row.times) for y, row in zip(ys, mine, strict=True)]
         high = [max(row.times) - y for y, row in zip(ys, mine, strict=True)]
         ax.errorbar(xs, ys, yerr=[low, high], marker='o', capsize=3, color=COLOURS[name],
-                    label=f'{name} (median, min–max)')
-        for x, y, row in zip(xs, ys, mine, strict=True):
-            efficiency = row.efficiency()
-            if efficiency is not None:
-                ax.annotate(f'{efficiency:.0%}', (x, y), textcoords='offset points',
-                            xytext=(6, 6 if name == 'asyncio' else -12), fontsize=8,
-                            color=COLOURS[name])
+                    label=f'{name} (median of the runs, bars: min–max)')
+        effs = [(row.concurrency, e * 100) for row in mine
+                if (e := row.efficiency()) is not None]
+        if effs:
+            eff_ax.plot(*zip(*effs, strict=True), marker='o', color=COLOURS[name], label=name)
     if plan.delays is not None:
         delays = [plan.delays.get(cc, 0.0) for cc in plan.cc_list]
         xs = levels or [1]
         ax.plot(xs, [ideal_time(delays, x) for x in xs], color='black', linestyle='--',
-                marker='x', label='ideal (list scheduling, zero overhead)')
+                marker='x', label='ideal: the server\'s delays only, zero client overhead')
     ax.set_xscale('log')
     ax.set_yscale('log')
-    if levels:
-        ax.set_xticks(levels, [str(level) for level in levels])
-    ax.set_xlabel('concurrent requests (concur_req, after the cap at the number of flags)')
     ax.set_ylabel('elapsed time (s, log scale)')
-    ax.set_title(f'Elapsed time against concurrency — {describe(plan, workload)}\n'
-                 'percentages: efficiency = ideal / measured median', fontsize=11)
+    ax.set_title(f'Elapsed time against concurrency\n{describe(plan, workload)}',
+                 fontsize=11)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=9)
+    eff_ax.set_ylabel('efficiency (%)\nideal / median')
+    eff_ax.set_ylim(0, 105)
+    eff_ax.grid(True, which='both', alpha=0.3)
+    if plan.delays is None:
+        eff_ax.text(0.5, 0.5, 'no ideal time: the server publishes no delays',
+                    transform=eff_ax.transAxes, ha='center', va='center')
+    else:
+        eff_ax.legend(fontsize=9, loc='lower left')
+    if levels:
+        eff_ax.set_xticks(levels, [str(level) for level in levels])
+        eff_ax.minorticks_off()
+    eff_ax.set_xlabel('concurrent requests (concur_req: -m, capped at the number of flags)')
     fig.savefig(path, dpi=110)
 
 
@@ -496,16 +509,39 @@ def timeline_rows(rows: list[Row]) -> list[Row]:
     return chosen
 
 
+def in_flight_steps(requests: list[dict[str, Any]], t0: float) -> tuple[list[float],
+                                                                         list[int]]:
+    """Times and counts of requests open at the server, for a step line."""
+    events = sorted([(r['start'] - t0, 1) for r in requests]
+                    + [(r['end'] - t0, -1) for r in requests], key=lambda e: (e[0], e[1]))
+    times, counts, current = [0.0], [0], 0
+    for time_, step in events:
+        current += step
+        times.append(time_)
+        counts.append(current)
+    return times, counts
+
+
 def plot_timeline(path: Path, rows: list[Row], plan: Plan,
                   workload: dict[str, Any] | None) -> bool:
+    """One Gantt panel a variant; the concurrent ones share their time axis.
+
+    The sequential run takes so much longer that on its scale the concurrent
+    runs would be slivers, so it keeps an axis of its own.
+    """
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     chosen = timeline_rows(rows)
     if not chosen:
         return False
-    fig = Figure(figsize=(10, 2.2 + 2.4 * len(chosen)), layout='constrained')
-    axes = fig.subplots(len(chosen), 1, sharex=True, squeeze=False)[:, 0]
+
+    fig = Figure(figsize=(10, 1.6 + 2.6 * len(chosen)), layout='constrained')
+    axes = list(fig.subplots(len(chosen), 1, squeeze=False)[:, 0])
+    shared: Axes | None = None
     for ax, row in zip(axes, chosen, strict=True):
         run = row.median_run
         assert run is not None and run.requests
@@ -516,17 +552,36 @@ def plot_timeline(path: Path, rows: list[Row], plan: Plan,
                 color=[OUTCOME_COLOURS[outcome(r['status'])] for r in requests],
                 edgecolor='none')
         ax.set_ylim(len(requests), -0.5)
-        ax.set_ylabel('request #')
+        ax.set_ylabel('request (in start order)')
+        ax.grid(True, axis='x', alpha=0.3)
+        times, counts = in_flight_steps(requests, t0)
+        count_ax = ax.twinx()  # drawn behind the bars, as a shaded area
+        count_ax.set_zorder(ax.get_zorder() - 1)
+        ax.patch.set_visible(False)
+        count_ax.fill_between(times, counts, step='post', color=IN_FLIGHT_COLOUR,
+                              linewidth=0)
+        count_ax.axhline(row.concurrency, color='black', linestyle=':', linewidth=0.9)
+        count_ax.set_ylim(0, row.concurrency * 1.25)
+        count_ax.set_ylabel('requests in flight')
         span_s = max(r['end'] for r in requests) - t0
         ax.set_title(f'{row.label()}: {len(requests)} requests in {span_s:.2f} s at the '
                      f'server, at most {max_overlap(requests)} in flight '
                      f'(concur_req {row.concurrency})', fontsize=10, loc='left')
-        ax.grid(True, axis='x', alpha=0.3)
-    axes[-1].set_xlabel('seconds since the first request reached the server')
-    fig.suptitle(f'One run of each variant, one bar per request — {describe(plan, workload)}',
-                 fontsize=11)
-    fig.legend(handles=[Patch(color=c, label=k) for k, c in OUTCOME_COLOURS.items()],
-               loc='outside lower center', ncols=3, fontsize=9)
+        if row.variant != 'sequential':
+            if shared is None:
+                shared = ax
+            else:
+                ax.sharex(shared)
+        ax.set_xlim(left=0)
+        ax.set_xlabel('seconds since the first request reached the server'
+                      + (' (own scale)' if row.variant == 'sequential' else ''))
+    fig.suptitle('One run of each variant, one bar per request, as the server saw it\n'
+                 + describe(plan, workload), fontsize=11)
+    handles: list[Artist] = [Patch(color=c, label=k) for k, c in OUTCOME_COLOURS.items()]
+    handles += [Patch(color=IN_FLIGHT_COLOUR, label='requests in flight (right axis)'),
+                Line2D([], [], color='black', linestyle=':', linewidth=0.9,
+                       label='concur_req')]
+    fig.legend(handles=handles, loc='outside lower center', ncols=5, fontsize=9)
     fig.savefig(path, dpi=110)
     return True
 
@@ -686,11 +741,14 @@ def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat:
           else f'Site: {plan.base_url}')
     print(f'Comparing {names} on {plural(len(codes), "flag")} ({where}): '
           f'{plural(len(options.jobs) * repeat, "run")}, each in a fresh process.')
-    if plan.delays is not None and workload is not None:
+    if workload is None:
+        print('The server publishes no delays: no ideal times.')
+    elif plan.delays is None:
+        print(f'The bundled server in {workload["mode"]} mode adds no delays: '
+              'no ideal times.')
+    else:
         print(f'The server is the bundled one in {workload["mode"]} mode (seed '
               f'{workload["seed"]!r}): ideal times come from its per-code delays.')
-    else:
-        print('The server publishes no delays: no ideal times.')
 
 
 def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
