@@ -217,9 +217,9 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
                          problem=f'timed out after {plan.time_limit:g} s')
     run = RunResult(variant.name, concurrency, requested, repeat, proc.returncode)
     if plan.verbose:
-        tqdm.tqdm.write(f'$ {" ".join(cmd[:2])} ... -s {plan.base_url}'
-                        f'{" -m " + str(requested) if "-m" in cmd else ""}\n'
-                        f'{proc.stdout.rstrip()}')
+        n = len(plan.cc_list)
+        shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
+        tqdm.tqdm.write(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}')
     parse_report(run, proc.stdout)
     if run.elapsed is None:
         lines = proc.stderr.strip().splitlines()
