@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -192,6 +193,7 @@ class FlagApp:
         self.workload = workload
         self.codes = frozenset(country_codes())
         self.stats = Stats()
+        self.log = RequestLog()
 
     async def respond(self, method: str, target: str) -> Response:
         path = target.partition('?')[0]
@@ -201,17 +203,22 @@ class FlagApp:
             return json_response(self.stats.as_dict())
         if path == '/stats/reset':
             self.stats.reset()
+            self.log.reset()
             return json_response(self.stats.as_dict())
+        if path in COMPARE_ROUTES:
+            return json_response(COMPARE_ROUTES[path](self))
         if not path.startswith('/flags/'):
             return text_response(HTTPStatus.NOT_FOUND)
         stats = self.stats
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        start = time.monotonic()
         try:
             response = await self.flag(path)
         finally:
             stats.in_flight -= 1
         stats.by_status[response.status] += 1
+        self.log.add(start, path, response.status)
         return response
 
     async def flag(self, path: str) -> Response:
@@ -246,6 +253,72 @@ def fault_response(kind: str, path: str, gif: bytes) -> Response:
 def oversize_gif() -> bytes:
     """A GIF header padded past the cap: only its size is wrong."""
     return b'GIF89a' + bytes(OVERSIZE_BYTES - 6)
+
+
+# ------------------------------------------- what flags2_compare.py reads
+#
+# GET /workload: the mode's parameters and the delay of every two-letter code,
+# so the comparison tool can compute the best possible time of a run.
+# GET /stats/requests: start, end, code and status of each flag request since
+# the last /stats/reset, for the tool's timeline chart.
+
+class RequestLog:
+    """A bounded record of the flag requests of one run.
+
+    The hot path appends one tuple; everything else happens when the record is
+    read. Past MAX_ENTRIES requests only the count of dropped ones grows.
+    """
+
+    MAX_ENTRIES = 20_000
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, float, str, int]] = []
+        self.dropped = 0
+        self.origin = time.monotonic()
+
+    def add(self, start: float, path: str, status: int) -> None:
+        if len(self.entries) < self.MAX_ENTRIES:
+            self.entries.append((start, time.monotonic(), path, status))
+        else:
+            self.dropped += 1
+
+    def reset(self) -> None:
+        self.entries = []
+        self.dropped = 0
+        self.origin = time.monotonic()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Times in seconds since the last reset."""
+        requests = []
+        for start, end, path, status in self.entries:
+            match = FLAG_PATH.fullmatch(path)
+            requests.append({
+                'start': round(start - self.origin, 6),
+                'end': round(end - self.origin, 6),
+                'code': match.group(1).upper() if match else path,
+                'status': status,
+            })
+        return {'requests': requests, 'dropped': self.dropped}
+
+
+def workload_info(app: FlagApp) -> dict[str, Any]:
+    workload = app.workload
+    letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'
+    return {
+        'mode': workload.mode,
+        'seed': workload.seed,
+        'delay_min': workload.delay_min,
+        'delay_max': workload.delay_max,
+        'error_rate': workload.error_rate,
+        'fault': workload.fault_kind,
+        'delays': {a + b: workload.delay(a + b) for a in letters for b in letters},
+    }
+
+
+COMPARE_ROUTES: dict[str, Callable[[FlagApp], dict[str, Any]]] = {
+    '/workload': workload_info,
+    '/stats/requests': lambda app: app.log.as_dict(),
+}
 
 
 def text_response(status: HTTPStatus) -> Response:

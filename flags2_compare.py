@@ -1,0 +1,792 @@
+"""Compare the flags2 variants: same codes, same server, fresh processes.
+
+Each run starts a variant script as a reader would (``python flags2_X.py
+CC... -s URL``) and reads its final report. Against the bundled DELAY or
+ERROR server the delay of every code is known, so each run also gets an
+*ideal time*: the makespan of issuing the requests in the variant's order
+onto ``concur_req`` slots, each taking exactly its delay, with zero overhead.
+Efficiency is ideal / measured; 100% would mean the client added nothing.
+
+Sample run::
+
+    $ python flags2_compare.py -s DELAY -l 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import heapq
+import importlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import tqdm
+
+from flags2_common import (
+    EXIT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    HERE,
+    ArgumentParser,
+    ServerStartError,
+    UsageError,
+    build_parser,
+    bundled_server,
+    check_dest,
+    expand_cc_args,
+    plural,
+    port_answers,
+    positive_float,
+    positive_int,
+    resolve_server,
+    server_stats,
+)
+
+VARIANT_NAMES = ('sequential', 'threadpool', 'asyncio')
+DEFAULT_REPEAT = 3
+DEFAULT_TIME_LIMIT = 600.0
+BAR_WIDTH = 40
+PLOT_INSTALL = "pip install 'flags2[plot]' (or: pip install matplotlib)"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    script: Path
+    default_concur_req: int
+    max_concur_req: int
+
+    def concurrency(self, requested: int | None, n_codes: int) -> int:
+        """The concur_req the script will use, computed as its ``main`` does."""
+        wanted = self.default_concur_req if requested is None else requested
+        return max(1, min(wanted, self.max_concur_req, n_codes))
+
+    @property
+    def concurrent(self) -> bool:
+        return self.max_concur_req > 1
+
+
+def load_variants() -> dict[str, Variant]:
+    """The scripts and their concurrency limits, read from the modules themselves."""
+    variants = {}
+    for name in VARIANT_NAMES:
+        module = importlib.import_module(f'flags2_{name}')
+        variants[name] = Variant(name, HERE / f'flags2_{name}.py',
+                                 module.DEFAULT_CONCUR_REQ, module.MAX_CONCUR_REQ)
+    return variants
+
+
+# ------------------------------------------------------------ ideal time
+
+def ideal_time(delays: Sequence[float], slots: int) -> float:
+    """Makespan of list scheduling: each request, in the given order, starts on
+    the first of ``slots`` slots to come free and holds it for its delay.
+
+    This is the best any client can do when it issues requests in that order
+    and never has more than ``slots`` open, as the variants do.
+    """
+    if slots < 1:
+        raise ValueError('need at least one slot')
+    finish: list[float] = []  # a heap of the times the busy slots come free
+    for delay in delays:
+        start = heapq.heappop(finish) if len(finish) == slots else 0.0
+        heapq.heappush(finish, start + delay)
+    return max(finish, default=0.0)
+
+
+# ------------------------------------------------------------- the server
+
+def server_json(base_url: str, path: str) -> dict[str, Any] | None:
+    """GET ``path`` from the server's root, on loopback only, as server_stats does."""
+    parts = urlsplit(base_url)
+    if parts.hostname not in ('localhost', '127.0.0.1', '::1'):
+        return None
+    try:
+        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}',
+                                    timeout=5) as resp:
+            data = json.load(resp)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def server_delays(base_url: str) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
+    """The workload of a bundled server, and its delay per code when it has any."""
+    info = server_json(base_url, '/workload')
+    if info is None or not isinstance(info.get('delays'), dict):
+        return None, None
+    delays = {str(cc): float(d) for cc, d in info.pop('delays').items()}
+    return info, (delays if any(delays.values()) else None)
+
+
+def server_answers(base_url: str) -> bool:
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    return port_answers(parts.hostname or 'localhost', port)
+
+
+# ----------------------------------------------------------------- runs
+
+@dataclass
+class RunResult:
+    """One run of one variant, as written to --json and --csv."""
+
+    variant: str
+    concurrency: int
+    requested_concurrency: int | None
+    repeat: int
+    exit_code: int | None  # None: killed at the time limit
+    downloaded: int | None = None
+    not_found: int | None = None
+    errors: int | None = None
+    elapsed: float | None = None
+    peak_in_flight: int | None = None
+    ideal: float | None = None
+    efficiency: float | None = None
+    problem: str = ''
+    requests: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data['requests']
+        for name, digits in (('ideal', 4), ('efficiency', 4)):
+            if data[name] is not None:
+                data[name] = round(data[name], digits)
+        return data
+
+
+REPORT_LINES = {
+    'downloaded': re.compile(r'^(\d+) flags? downloaded\.$', re.M),
+    'not_found': re.compile(r'^(\d+) not found\.$', re.M),
+    'errors': re.compile(r'^(\d+) errors?\.$', re.M),
+}
+ELAPSED_LINE = re.compile(r'^Elapsed time: (\d+(?:\.\d+)?)s$', re.M)
+
+
+def parse_report(run: RunResult, stdout: str) -> None:
+    """Fill in the counts and time from a script's final report."""
+    elapsed = ELAPSED_LINE.search(stdout)
+    if elapsed is None:
+        return
+    run.elapsed = float(elapsed.group(1))
+    for name, pattern in REPORT_LINES.items():
+        match = pattern.search(stdout)
+        setattr(run, name, int(match.group(1)) if match else 0)
+
+
+@dataclass
+class Plan:
+    """What to run and against what."""
+
+    label: str
+    base_url: str
+    cc_list: list[str]
+    dest: Path
+    timeout: float
+    time_limit: float
+    verbose: bool
+    want_log: bool
+    delays: dict[str, float] | None
+
+
+def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -> RunResult:
+    concurrency = variant.concurrency(requested, len(plan.cc_list))
+    cmd = [sys.executable, str(variant.script), *plan.cc_list, '-s', plan.base_url,
+           '-o', str(plan.dest), '--timeout', str(plan.timeout)]
+    if requested is not None and variant.concurrent:
+        cmd += ['-m', str(requested)]
+    server_stats(plan.base_url, 'reset')  # the script resets again just before it starts
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=plan.time_limit)
+    except subprocess.TimeoutExpired:
+        return RunResult(variant.name, concurrency, requested, repeat, None,
+                         problem=f'timed out after {plan.time_limit:g} s')
+    run = RunResult(variant.name, concurrency, requested, repeat, proc.returncode)
+    if plan.verbose:
+        n = len(plan.cc_list)
+        shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
+        tqdm.tqdm.write(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}')
+    parse_report(run, proc.stdout)
+    if run.elapsed is None:
+        lines = proc.stderr.strip().splitlines()
+        run.problem = f'no report (exit {proc.returncode})' + (f': {lines[-1]}' if lines else '')
+        return run
+    stats = server_stats(plan.base_url)
+    peak = stats and stats.get('peak_in_flight')
+    if isinstance(peak, int):
+        run.peak_in_flight = peak
+    if plan.delays is not None:
+        run.ideal = ideal_time([plan.delays.get(cc, 0.0) for cc in plan.cc_list], concurrency)
+        if run.elapsed > 0:
+            run.efficiency = run.ideal / run.elapsed
+    if plan.want_log:
+        log = server_json(plan.base_url, '/stats/requests')
+        if log is not None and isinstance(log.get('requests'), list):
+            run.requests = log['requests']
+    return run
+
+
+def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
+            results: list[RunResult]) -> None:
+    """Run every job ``repeat`` times, round-robin so slow spells hit them all alike."""
+    with tqdm.tqdm(total=len(jobs) * repeat, unit='run', file=sys.stderr) as bar:
+        for r in range(1, repeat + 1):
+            for variant, requested in jobs:
+                m = '' if requested is None or not variant.concurrent else f' -m {requested}'
+                bar.set_description(f'{variant.name}{m} #{r}')
+                results.append(run_once(plan, variant, requested, r))
+                bar.update()
+
+
+# ---------------------------------------------------------------- table
+
+@dataclass
+class Row:
+    """The runs of one variant at one concurrency."""
+
+    variant: str
+    concurrency: int
+    requested: int | None
+    runs: list[RunResult]
+
+    @property
+    def measured(self) -> list[RunResult]:
+        return [run for run in self.runs if run.elapsed is not None]
+
+    @property
+    def times(self) -> list[float]:
+        return [run.elapsed for run in self.measured if run.elapsed is not None]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    @property
+    def median_run(self) -> RunResult | None:
+        """The run whose time is the (lower) median: the one the timeline shows."""
+        if not self.measured:
+            return None
+        target = statistics.median_low(self.times)
+        return next(run for run in self.measured if run.elapsed == target)
+
+    @property
+    def ideal(self) -> float | None:
+        return next((run.ideal for run in self.measured), None)
+
+    def efficiency(self) -> float | None:
+        median, ideal = self.median, self.ideal
+        return ideal / median if ideal is not None and median else None
+
+    def label(self) -> str:
+        if self.variant == 'sequential':
+            return self.variant
+        return f'{self.variant} -m {self.requested or self.concurrency}'
+
+
+def group_rows(results: list[RunResult]) -> list[Row]:
+    rows: dict[tuple[str, int, int | None], Row] = {}
+    for run in results:
+        key = (run.variant, run.concurrency, run.requested_concurrency)
+        rows.setdefault(key, Row(*key, [])).runs.append(run)
+    order = {name: i for i, name in enumerate(VARIANT_NAMES)}
+    return sorted(rows.values(), key=lambda row: (order.get(row.variant, 99),
+                                                  row.concurrency, row.requested or 0))
+
+
+def span(values: list[int | None]) -> str:
+    known = sorted({v for v in values if v is not None})
+    if not known:
+        return '—'
+    return str(known[0]) if len(known) == 1 else f'{known[0]}–{known[-1]}'
+
+
+def table(rows: list[Row]) -> list[str]:
+    baseline = next((row.median for row in rows if row.variant == 'sequential'), None)
+    header = ['variant', 'concurrency', 'ok', '404', 'errors', 'elapsed (min–max)',
+              'speedup', 'peak', 'ideal', 'efficiency', 'exit']
+    body = []
+    for row in rows:
+        measured = row.measured
+        concurrency = str(row.concurrency)
+        if row.requested is not None and row.requested != row.concurrency:
+            concurrency += f' (-m {row.requested})'
+        median = row.median
+        if median is None:
+            problems = sorted({run.problem for run in row.runs})
+            elapsed = 'failed: ' + '; '.join(problems)
+        else:
+            elapsed = f'{median:.2f}s ({min(row.times):.2f}–{max(row.times):.2f})'
+        speedup = (f'{baseline / median:.2f}×' if baseline and median else '—')
+        ideal, efficiency = row.ideal, row.efficiency()
+        exits = sorted({'killed' if run.exit_code is None else str(run.exit_code)
+                        for run in row.runs})
+        body.append([
+            row.variant, concurrency,
+            span([run.downloaded for run in measured]),
+            span([run.not_found for run in measured]),
+            span([run.errors for run in measured]),
+            elapsed, speedup,
+            span([run.peak_in_flight for run in measured]),
+            '—' if ideal is None else f'{ideal:.2f}s',
+            '—' if efficiency is None else f'{efficiency:.0%}',
+            ','.join(exits),
+        ])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = []
+    for line in [header, *body]:
+        cells = [cell.ljust(w) if i in (0, 1, 5) else cell.rjust(w)
+                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
+        lines.append('  '.join(cells).rstrip())
+    lines.insert(1, '-' * len(lines[0]))
+    return lines
+
+
+def text_bars(rows: list[Row], width: int = BAR_WIDTH) -> list[str]:
+    """Median elapsed times as bars of block characters, eighths included."""
+    measured = [(row.label(), row.median) for row in rows if row.median is not None]
+    if not measured:
+        return []
+    longest = max(median for _, median in measured if median is not None) or 1.0
+    name_width = max(len(name) for name, _ in measured)
+    lines = []
+    for name, median in measured:
+        assert median is not None
+        eighths = round(median / longest * width * 8)
+        bar = '█' * (eighths // 8) + ' ▏▎▍▌▋▊▉'[eighths % 8].strip()
+        lines.append(f'{name.ljust(name_width)}  {bar or "▏"} {median:.2f}s')
+    return lines
+
+
+# ------------------------------------------------------------- writers
+
+CSV_FIELDS = ['variant', 'concurrency', 'requested_concurrency', 'repeat', 'downloaded',
+              'not_found', 'errors', 'elapsed', 'peak_in_flight', 'ideal', 'efficiency',
+              'exit_code', 'problem']
+
+
+def write_json(path: Path, plan: Plan, workload: dict[str, Any] | None, repeat: int,
+               results: list[RunResult]) -> None:
+    data = {
+        'server': {'label': plan.label, 'url': plan.base_url, 'workload': workload},
+        'codes': plan.cc_list,
+        'repeat': repeat,
+        'runs': [run.record() for run in results],
+    }
+    path.write_text(json.dumps(data, indent=2) + '\n')
+
+
+def write_csv(path: Path, results: list[RunResult]) -> None:
+    with path.open('w', newline='') as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for run in results:
+            writer.writerow(run.record())
+
+
+# -------------------------------------------------------------- charts
+
+COLOURS = {'sequential': '#7f7f7f', 'threadpool': '#1f77b4', 'asyncio': '#d62728'}
+OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#8c8c8c', 'error': '#d62728'}
+IN_FLIGHT_COLOUR = '#c6dbef'
+
+
+def check_matplotlib() -> str | None:
+    """None when charts can be drawn; otherwise the one-line reason."""
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        return f'charts need matplotlib, which is not installed: {PLOT_INSTALL}'
+    return None
+
+
+def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
+    text = f'{plural(len(plan.cc_list), "flag")}, {plan.label} server'
+    if workload and plan.delays:
+        text += f' (delays {workload["delay_min"]:g}–{workload["delay_max"]:g} s'
+        if workload.get('mode') == 'error':
+            text += f', {workload["error_rate"]:.0%} errors'
+        text += ')'
+    return text
+
+
+def plot_sweep(path: Path, rows: list[Row], plan: Plan,
+               workload: dict[str, Any] | None) -> None:
+    """Elapsed time against concurrency (log-log) above efficiency at each level."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 7.5), layout='constrained')
+    ax, eff_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+    levels = sorted({row.concurrency for row in rows})
+    for name in VARIANT_NAMES:
+        mine = [row for row in rows if row.variant == name and row.median is not None]
+        if not mine:
+            continue
+        if name == 'sequential':
+            row = mine[0]
+            assert row.median is not None
+            ax.axhline(row.median, color=COLOURS[name], linestyle=':', linewidth=1.5,
+                       label=f'sequential (the baseline): {row.median:.2f} s')
+            if (efficiency := row.efficiency()) is not None:
+                eff_ax.plot([1], [efficiency * 100], marker='s', markersize=10,
+                            markerfacecolor='none', linestyle='none', color=COLOURS[name],
+                            label='sequential')
+            continue
+        xs = [row.concurrency for row in mine]
+        ys = [row.median or 0.0 for row in mine]
+        low = [y - min(row.times) for y, row in zip(ys, mine, strict=True)]
+        high = [max(row.times) - y for y, row in zip(ys, mine, strict=True)]
+        ax.errorbar(xs, ys, yerr=[low, high], marker='o', capsize=3, color=COLOURS[name],
+                    label=f'{name} (median of the runs, bars: min–max)')
+        effs = [(row.concurrency, e * 100) for row in mine
+                if (e := row.efficiency()) is not None]
+        if effs:
+            eff_ax.plot(*zip(*effs, strict=True), marker='o', color=COLOURS[name], label=name)
+    if plan.delays is not None:
+        delays = [plan.delays.get(cc, 0.0) for cc in plan.cc_list]
+        xs = levels or [1]
+        ax.plot(xs, [ideal_time(delays, x) for x in xs], color='black', linestyle='--',
+                marker='x', label='ideal: the server\'s delays only, zero client overhead')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_ylabel('elapsed time (s, log scale)')
+    ax.set_title(f'Elapsed time against concurrency\n{describe(plan, workload)}',
+                 fontsize=11)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=9)
+    eff_ax.set_ylabel('efficiency (%)\nideal / median')
+    eff_ax.set_ylim(0, 105)
+    eff_ax.grid(True, which='both', alpha=0.3)
+    if plan.delays is None:
+        eff_ax.text(0.5, 0.5, 'no ideal time: the server publishes no delays',
+                    transform=eff_ax.transAxes, ha='center', va='center')
+    else:
+        eff_ax.legend(fontsize=9, loc='lower left')
+    if levels:
+        eff_ax.set_xticks(levels, [str(level) for level in levels])
+        eff_ax.minorticks_off()
+    eff_ax.set_xlabel('concurrent requests (concur_req: -m, capped at the number of flags)')
+    fig.savefig(path, dpi=110)
+
+
+def outcome(status: int) -> str:
+    return 'OK' if status == 200 else 'not found' if status == 404 else 'error'
+
+
+def max_overlap(requests: list[dict[str, Any]]) -> int:
+    """Most requests open at once in the record (an end before a start at a tie)."""
+    events = sorted([(r['start'], 1) for r in requests] + [(r['end'], -1) for r in requests],
+                    key=lambda e: (e[0], e[1]))
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def timeline_rows(rows: list[Row]) -> list[Row]:
+    """One row a variant: its only one, or in a sweep the lowest level above 1."""
+    chosen = []
+    for name in VARIANT_NAMES:
+        mine = [row for row in rows if row.variant == name and row.median_run is not None
+                and row.median_run.requests]
+        if mine:
+            above_one = [row for row in mine if row.concurrency > 1]
+            chosen.append((above_one or mine)[0])
+    return chosen
+
+
+def in_flight_steps(requests: list[dict[str, Any]], t0: float) -> tuple[list[float],
+                                                                         list[int]]:
+    """Times and counts of requests open at the server, for a step line."""
+    events = sorted([(r['start'] - t0, 1) for r in requests]
+                    + [(r['end'] - t0, -1) for r in requests], key=lambda e: (e[0], e[1]))
+    times, counts, current = [0.0], [0], 0
+    for time_, step in events:
+        current += step
+        times.append(time_)
+        counts.append(current)
+    return times, counts
+
+
+def plot_timeline(path: Path, rows: list[Row], plan: Plan,
+                  workload: dict[str, Any] | None) -> bool:
+    """One Gantt panel a variant; the concurrent ones share their time axis.
+
+    The sequential run takes so much longer that on its scale the concurrent
+    runs would be slivers, so it keeps an axis of its own.
+    """
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    chosen = timeline_rows(rows)
+    if not chosen:
+        return False
+
+    fig = Figure(figsize=(10, 1.6 + 2.6 * len(chosen)), layout='constrained')
+    axes = list(fig.subplots(len(chosen), 1, squeeze=False)[:, 0])
+    shared: Axes | None = None
+    for ax, row in zip(axes, chosen, strict=True):
+        run = row.median_run
+        assert run is not None and run.requests
+        requests = sorted(run.requests, key=lambda r: r['start'])
+        t0 = requests[0]['start']
+        ax.barh(range(len(requests)), [r['end'] - r['start'] for r in requests],
+                left=[r['start'] - t0 for r in requests], height=1.0,
+                color=[OUTCOME_COLOURS[outcome(r['status'])] for r in requests],
+                edgecolor='none')
+        ax.set_ylim(len(requests), -0.5)
+        ax.set_ylabel('request (in start order)')
+        ax.grid(True, axis='x', alpha=0.3)
+        times, counts = in_flight_steps(requests, t0)
+        count_ax = ax.twinx()  # drawn behind the bars, as a shaded area
+        count_ax.set_zorder(ax.get_zorder() - 1)
+        ax.patch.set_visible(False)
+        count_ax.fill_between(times, counts, step='post', color=IN_FLIGHT_COLOUR,
+                              linewidth=0)
+        count_ax.axhline(row.concurrency, color='black', linestyle=':', linewidth=0.9)
+        count_ax.set_ylim(0, row.concurrency * 1.25)
+        count_ax.set_ylabel('requests in flight')
+        span_s = max(r['end'] for r in requests) - t0
+        ax.set_title(f'{row.label()}: {len(requests)} requests in {span_s:.2f} s at the '
+                     f'server, at most {max_overlap(requests)} in flight '
+                     f'(concur_req {row.concurrency})', fontsize=10, loc='left')
+        if row.variant != 'sequential':
+            if shared is None:
+                shared = ax
+            else:
+                ax.sharex(shared)
+        ax.set_xlim(left=0)
+        ax.set_xlabel('seconds since the first request reached the server'
+                      + (' (own scale)' if row.variant == 'sequential' else ''))
+    fig.suptitle('One run of each variant, one bar per request, as the server saw it\n'
+                 + describe(plan, workload), fontsize=11)
+    handles: list[Artist] = [Patch(color=c, label=k) for k, c in OUTCOME_COLOURS.items()]
+    handles += [Patch(color=IN_FLIGHT_COLOUR, label='requests in flight (right axis)'),
+                Line2D([], [], color='black', linestyle=':', linewidth=0.9,
+                       label='concur_req')]
+    fig.legend(handles=handles, loc='outside lower center', ncols=5, fontsize=9)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+# --------------------------------------------------------- command line
+
+def build_compare_parser() -> ArgumentParser:
+    """The scripts' own parser for the codes and the server, plus the tool's options."""
+    parser = build_parser(default_concur_req=1)
+    parser.description = ('Run the sequential, threadpool and asyncio flag downloaders '
+                          'on the same codes against the same server and compare them.')
+    parser.epilog = ('Exit status: 0 when at least one run was measured (even if its '
+                     'downloads failed), 1 when none was, 2 for a usage error, 130 when '
+                     'interrupted.')
+    parser.set_defaults(max_req=None, dest=None)
+    for action in parser._actions:
+        if action.dest == 'max_req':
+            action.help = ('concurrency for the concurrent variants '
+                           '(default: their own, threadpool 30 and asyncio 5)')
+        elif action.dest == 'dest':
+            action.help = 'folder the runs save flags in (default: a temporary folder)'
+        elif action.dest == 'verbose':
+            action.help = "print each run's own report"
+    parser.add_argument(
+        '--variants', metavar='LIST', default=','.join(VARIANT_NAMES),
+        help=f'comma-separated variants to run (default: {",".join(VARIANT_NAMES)})')
+    parser.add_argument(
+        '--repeat', metavar='R', type=positive_int, default=DEFAULT_REPEAT,
+        help=f'runs of each variant; the table shows median, min and max '
+             f'(default: {DEFAULT_REPEAT})')
+    parser.add_argument(
+        '--sweep', metavar='LEVELS',
+        help='comma-separated concurrency levels for the concurrent variants, '
+             'e.g. 1,5,20,100,1000 (sequential runs once, as the baseline)')
+    parser.add_argument(
+        '--time-limit', metavar='SECONDS', type=positive_float, default=DEFAULT_TIME_LIMIT,
+        help=f'stop a run that takes longer (default: {DEFAULT_TIME_LIMIT:g})')
+    parser.add_argument(
+        '--plot', metavar='FILE.png', type=Path,
+        help='chart of elapsed time against concurrency (needs matplotlib)')
+    parser.add_argument(
+        '--timeline', metavar='FILE.png', type=Path,
+        help="Gantt chart of one run of each variant from the server's request log "
+             '(needs matplotlib)')
+    parser.add_argument('--json', metavar='FILE', type=Path, help='write every run as JSON')
+    parser.add_argument('--csv', metavar='FILE', type=Path, help='write every run as CSV')
+    return parser
+
+
+@dataclass
+class Options:
+    label: str
+    base_url: str
+    cc_list: list[str]
+    variants: list[Variant]
+    jobs: list[tuple[Variant, int | None]]
+    args: argparse.Namespace
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(part) for part in text.split(',') if part.strip()})
+    except ValueError:
+        raise UsageError(f'--sweep takes whole numbers separated by commas, got {text!r}') \
+            from None
+    if not levels or levels[0] < 1:
+        raise UsageError(f'--sweep levels must be 1 or more, got {text!r}')
+    return levels
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    parser = build_compare_parser()
+    args = parser.parse_args(argv)
+    label, base_url = resolve_server(args.server)
+    cc_list = expand_cc_args(args.every, args.all, args.cc, args.limit)
+    if not cc_list:
+        raise UsageError('no country codes to fetch')
+    known = load_variants()
+    names = [name.strip().lower() for name in args.variants.split(',') if name.strip()]
+    if not names or any(name not in known for name in names):
+        raise UsageError(f'--variants takes a comma-separated subset of '
+                         f'{",".join(VARIANT_NAMES)}, got {args.variants!r}')
+    variants = [known[name] for name in VARIANT_NAMES if name in names]
+    if args.sweep is not None and args.max_req is not None:
+        raise UsageError('use -m or --sweep, not both')
+    jobs: list[tuple[Variant, int | None]] = []
+    levels = parse_levels(args.sweep) if args.sweep is not None else [args.max_req]
+    for variant in variants:
+        if not variant.concurrent:
+            jobs.append((variant, None))
+        else:
+            jobs.extend((variant, level) for level in levels)
+    for option in ('plot', 'timeline', 'json', 'csv'):
+        path = getattr(args, option)
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f'--{option}: folder {str(path.parent)!r} does not exist')
+    if args.dest is not None:
+        check_dest(args.dest)
+    return Options(label, base_url, cc_list, variants, jobs, args)
+
+
+def usage_exit(message: str) -> NoReturn:
+    print(f'*** Usage error: {message}', file=sys.stderr)
+    build_compare_parser().print_usage(sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def destination(dest: Path | None) -> Iterator[Path]:
+    if dest is not None:
+        yield dest
+        return
+    with tempfile.TemporaryDirectory(prefix='flags2-compare-') as tmp:
+        yield Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_options(argv)
+    except UsageError as exc:
+        usage_exit(str(exc))
+    args = options.args
+    if args.plot or args.timeline:
+        problem = check_matplotlib()
+        if problem is not None:
+            print(f'*** {problem}', file=sys.stderr)
+            return EXIT_ERRORS
+    results: list[RunResult] = []
+    try:
+        with bundled_server(options.label), destination(args.dest) as dest:
+            if not server_answers(options.base_url):
+                print(f'*** No server answers at {options.base_url}. Start the bundled one '
+                      'with: python flags_server.py', file=sys.stderr)
+                return EXIT_ERRORS
+            workload, delays = server_delays(options.base_url)
+            plan = Plan(options.label, options.base_url, options.cc_list, dest,
+                        args.timeout, args.time_limit, args.verbose,
+                        args.timeline is not None, delays)
+            intro(plan, options, workload, args.repeat)
+            run_all(plan, options.jobs, args.repeat, results)
+    except ServerStartError as exc:
+        print(f'*** Could not start the bundled flags server: {exc}', file=sys.stderr)
+        return EXIT_ERRORS
+    except KeyboardInterrupt:
+        print('\n*** Interrupted; the runs so far:', file=sys.stderr)
+        report(group_rows(results), plan=None, workload=None, args=None, results=results)
+        return EXIT_INTERRUPTED
+    report(group_rows(results), plan, workload, args, results)
+    return EXIT_OK if any(run.elapsed is not None for run in results) else EXIT_ERRORS
+
+
+def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat: int) -> None:
+    codes = plan.cc_list
+    where = ', '.join(codes) if len(codes) <= 10 else f'from {codes[0]} to {codes[-1]}'
+    names = ', '.join(variant.name for variant in options.variants)
+    print(f'{plan.label} site: {plan.base_url}' if plan.label != plan.base_url
+          else f'Site: {plan.base_url}')
+    print(f'Comparing {names} on {plural(len(codes), "flag")} ({where}): '
+          f'{plural(len(options.jobs) * repeat, "run")}, each in a fresh process.')
+    if workload is None:
+        print('The server publishes no delays: no ideal times.')
+    elif plan.delays is None:
+        print(f'The bundled server in {workload["mode"]} mode adds no delays: '
+              'no ideal times.')
+    else:
+        print(f'The server is the bundled one in {workload["mode"]} mode (seed '
+              f'{workload["seed"]!r}): ideal times come from its per-code delays.')
+
+
+def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
+           args: argparse.Namespace | None, results: list[RunResult]) -> None:
+    print()
+    for line in table(rows):
+        print(line)
+    print('ok / 404 / errors: flags downloaded / not found / failed; peak: most requests in '
+          'flight at the server;')
+    print('ideal: best possible time in the variant\'s request order at its concurrency; '
+          'efficiency = ideal / median.')
+    bars = text_bars(rows)
+    if bars:
+        print('\nMedian elapsed time:')
+        for line in bars:
+            print(line)
+    if plan is None or args is None:
+        return
+    if args.json is not None:
+        write_json(args.json, plan, workload, args.repeat, results)
+        print(f'Wrote every run to {args.json}')
+    if args.csv is not None:
+        write_csv(args.csv, results)
+        print(f'Wrote every run to {args.csv}')
+    if args.plot is not None:
+        plot_sweep(args.plot, rows, plan, workload)
+        print(f'Wrote the chart to {args.plot}')
+    if args.timeline is not None:
+        if plot_timeline(args.timeline, rows, plan, workload):
+            print(f'Wrote the timeline to {args.timeline}')
+        else:
+            print(f'*** No timeline: the server at {plan.base_url} keeps no request log '
+                  '(only the bundled flags_server.py does)', file=sys.stderr)
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

@@ -1,0 +1,276 @@
+"""flags2_compare.py: same codes, same server, every variant in a fresh process,
+and an honest yardstick (the ideal time) next to each measurement."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import flags2_compare
+from conftest import ROOT, FlagsServer, Result, free_port, run_variant
+from flags2_common import expand_cc_args, port_answers
+from flags2_compare import Variant, ideal_time, max_overlap
+from flags_server import Workload
+
+REAL_VARIANTS = flags2_compare.load_variants
+SIX = expand_cc_args(False, False, [], 6)  # the first six of the top-20 list, sorted
+
+
+def compare(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'flags2_compare.py'), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def get_json(server: FlagsServer, path: str) -> Any:
+    with urllib.request.urlopen(f'http://127.0.0.1:{server.port}{path}', timeout=5) as resp:
+        return json.load(resp)
+
+
+def row_line(lines: list[str], start: str) -> str:
+    return next(line for line in lines if line.startswith(start))
+
+
+# ------------------------------------------------------------ ideal time
+
+def tick_by_tick(delays: tuple[int, ...], slots: int) -> int:
+    """Brute force: advance a clock one tick at a time, starting waiting requests
+    in order whenever fewer than ``slots`` are running."""
+    waiting, clock = list(delays), 0
+    running: list[int] = []  # ticks left of each running request
+    while waiting or running:
+        while waiting and len(running) < slots:
+            running.append(waiting.pop(0))
+        clock += 1
+        running = [left - 1 for left in running if left > 1]
+    return clock
+
+
+def test_ideal_time_is_the_list_scheduling_makespan() -> None:
+    for n in range(6):
+        for delays in itertools.product((1, 2, 3), repeat=n):
+            for slots in (1, 2, 3, 4):
+                assert ideal_time(delays, slots) == tick_by_tick(delays, slots), (delays, slots)
+
+
+def test_ideal_time_is_the_sum_on_one_slot_and_the_max_on_unlimited_slots() -> None:
+    delays = [Workload('delay').delay(cc) for cc in SIX]
+    assert ideal_time(delays, 1) == pytest.approx(sum(delays))
+    assert ideal_time(delays, len(delays)) == max(delays)
+    assert ideal_time(delays, 1000) == max(delays)
+    assert ideal_time([], 5) == 0.0
+
+
+def test_ideal_time_keeps_the_given_order() -> None:
+    assert ideal_time([1, 1, 2], 2) == 3  # the long one starts last
+    assert ideal_time([2, 1, 1], 2) == 2  # the best order would be this one
+    with pytest.raises(ValueError):
+        ideal_time([1], 0)
+
+
+def test_max_overlap_counts_requests_open_at_once() -> None:
+    requests = [{'start': 0, 'end': 2}, {'start': 1, 'end': 3}, {'start': 2, 'end': 4}]
+    assert max_overlap(requests) == 2  # one ends at 2 as the third starts
+    assert max_overlap([]) == 0
+
+
+# --------------------------------------------- what the server tells the tool
+
+def test_server_publishes_its_delays_and_a_log_of_each_run(
+        delay_server: FlagsServer, tmp_path: Path) -> None:
+    workload = get_json(delay_server, '/workload')
+    assert workload['mode'] == 'delay'
+    same = Workload('delay', workload['seed'], workload['delay_min'], workload['delay_max'])
+    assert len(workload['delays']) == 26 * 26
+    assert all(workload['delays'][cc] == same.delay(cc) for cc in ('AD', 'ZW', 'QQ'))
+
+    delay_server.reset()
+    assert get_json(delay_server, '/stats/requests') == {'requests': [], 'dropped': 0}
+    result = run_variant('asyncio', *SIX, 'QQ', '-m', '3', '-s', delay_server.url,
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = get_json(delay_server, '/stats/requests')['requests']
+    assert sorted(r['code'] for r in log) == sorted([*SIX, 'QQ'])
+    assert {r['code']: r['status'] for r in log}['QQ'] == 404
+    assert all(r['end'] - r['start'] >= same.delay(r['code']) - 0.002 for r in log)
+    assert max_overlap(log) == delay_server.stats()['peak_in_flight'] == 3
+
+
+# ------------------------------------------------------------- the tool
+
+def test_table_json_and_csv_report_every_run(delay_server: FlagsServer, tmp_path: Path) -> None:
+    result = compare('-s', delay_server.url, '-l', '6', '--repeat', '2',
+                     '--json', 'runs.json', '--csv', 'runs.csv', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / 'runs.json').read_text())
+    runs = data['runs']
+    assert data['codes'] == SIX
+    assert data['server']['workload']['mode'] == 'delay'
+    assert [(r['variant'], r['repeat']) for r in runs] == [
+        ('sequential', 1), ('threadpool', 1), ('asyncio', 1),
+        ('sequential', 2), ('threadpool', 2), ('asyncio', 2)]
+    # threadpool's default 30 is capped at the 6 codes; asyncio's default is 5
+    assert {r['variant']: r['concurrency'] for r in runs} == {
+        'sequential': 1, 'threadpool': 6, 'asyncio': 5}
+    delays = [Workload('delay', delay_min=0.01, delay_max=0.05).delay(cc) for cc in SIX]
+    for run in runs:
+        assert (run['downloaded'], run['not_found'], run['errors'], run['exit_code']) == \
+            (6, 0, 0, 0)
+        assert 1 <= run['peak_in_flight'] <= run['concurrency']
+        assert run['ideal'] == pytest.approx(ideal_time(delays, run['concurrency']), abs=1e-4)
+        # the ideal is a lower bound (the report rounds elapsed to 0.01 s)
+        assert run['elapsed'] >= run['ideal'] - 0.005
+        assert run['efficiency'] == pytest.approx(run['ideal'] / run['elapsed'], abs=1e-3)
+
+    with (tmp_path / 'runs.csv').open(newline='') as file:
+        rows = list(csv.DictReader(file))
+    assert [(r['variant'], int(r['repeat']), float(r['elapsed'])) for r in rows] == \
+        [(r['variant'], r['repeat'], r['elapsed']) for r in runs]
+    assert set(rows[0]) >= {'variant', 'concurrency', 'repeat', 'downloaded', 'not_found',
+                            'errors', 'elapsed', 'peak_in_flight', 'ideal', 'efficiency',
+                            'exit_code'}
+
+    lines = result.lines
+    assert row_line(lines, 'variant').split()[:5] == ['variant', 'concurrency', 'ok', '404',
+                                                      'errors']
+    for variant in ('sequential', 'threadpool', 'asyncio'):
+        times = [r['elapsed'] for r in runs if r['variant'] == variant]
+        line = row_line(lines, variant + ' ')
+        assert (f'{statistics.median(times):.2f}s ({min(times):.2f}–{max(times):.2f})'
+                in line)
+        assert '%' in line
+    assert row_line(lines, 'sequential ').split()[-5] == '1.00×'
+    bars = lines[lines.index('Median elapsed time:') + 1:][:3]
+    assert [bar.split()[0] for bar in bars] == ['sequential', 'threadpool', 'asyncio']
+    assert all('█' in bar or '▏' in bar for bar in bars)
+
+
+def test_sweep_draws_the_chart_and_the_timeline(delay_server: FlagsServer,
+                                                tmp_path: Path) -> None:
+    result = compare('-s', delay_server.url, '-l', '6', '--sweep', '3,1', '--repeat', '1',
+                     '--variants', 'asyncio,sequential', '--plot', 'sweep.png',
+                     '--timeline', 'timeline.png', '--json', 'runs.json', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((tmp_path / 'runs.json').read_text())['runs']
+    # sequential once, as the baseline; the concurrent variant at each level
+    assert [(r['variant'], r['concurrency']) for r in runs] == [
+        ('sequential', 1), ('asyncio', 1), ('asyncio', 3)]
+    assert row_line(result.lines, 'asyncio     3').split()[2] == '6'
+    for name in ('sweep.png', 'timeline.png'):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == 'PNG'
+            assert image.width >= 800 and image.height >= 500
+    assert 'Wrote the timeline to timeline.png' in result.lines
+
+
+def broken_variants(tmp_path: Path, **scripts: str) -> dict[str, Variant]:
+    """The real variants, with some replaced by the given one-line scripts."""
+    variants = REAL_VARIANTS()
+    for name, code in scripts.items():
+        script = tmp_path / f'{name}_broken.py'
+        script.write_text(code + '\n')
+        real = variants[name]
+        variants[name] = Variant(name, script, real.default_concur_req, real.max_concur_req)
+    return variants
+
+
+def test_a_failing_variant_is_reported_and_the_others_still_run(
+        error_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    crash = 'import sys; sys.exit("boom: this variant crashed")'
+    monkeypatch.setattr(flags2_compare, 'load_variants',
+                        lambda: broken_variants(tmp_path, threadpool=crash))
+    status = flags2_compare.main(['-s', error_server.url, '-l', '12', '--repeat', '1',
+                                  '-o', str(tmp_path / 'flags'), '--json',
+                                  str(tmp_path / 'runs.json')])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert 'failed: no report (exit 1): boom: this variant crashed' in \
+        row_line(lines, 'threadpool ')
+    runs = json.loads((tmp_path / 'runs.json').read_text())['runs']
+    measured = [r for r in runs if r['elapsed'] is not None]
+    assert [r['variant'] for r in measured] == ['sequential', 'asyncio']
+    for run in measured:  # ERROR mode: some downloads fail, so the script exits 1
+        assert run['errors'] > 0 and run['exit_code'] == 1
+        assert run['downloaded'] + run['errors'] == 12
+        assert row_line(lines, run['variant'] + ' ').endswith('  1')
+
+
+def test_exits_1_when_no_run_could_be_measured(
+        delay_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    hang = 'import time; time.sleep(60)'
+    monkeypatch.setattr(flags2_compare, 'load_variants',
+                        lambda: broken_variants(tmp_path, asyncio=hang))
+    status = flags2_compare.main(['-s', delay_server.url, '-l', '3', '--repeat', '1',
+                                  '--variants', 'asyncio', '--time-limit', '0.5'])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 1
+    line = row_line(lines, 'asyncio ')
+    assert 'failed: timed out after 0.5 s' in line and line.endswith('killed')
+
+
+def test_stops_before_running_when_no_server_answers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = f'http://127.0.0.1:{free_port()}/flags'
+    assert flags2_compare.main(['-s', url, '-l', '3']) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f'*** No server answers at {url}. Start the bundled one with: '
+                   'python flags_server.py']
+
+
+@pytest.mark.parametrize(('args', 'message'), [
+    (['--sweep', '1,x'], '--sweep takes whole numbers'),
+    (['--sweep', '0,5'], '--sweep levels must be 1 or more'),
+    (['--variants', 'sequential,fast'], '--variants takes a comma-separated subset'),
+    (['-m', '5', '--sweep', '1,5'], 'use -m or --sweep, not both'),
+    (['--json', 'no/such/folder/runs.json'], "--json: folder 'no/such/folder'"),
+    (['--repeat', '0'], "argument --repeat: '0' is below 1"),
+])
+def test_usage_errors_are_one_line_and_exit_2(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        flags2_compare.main(args)
+    assert exit_info.value.code == 2
+    first, usage = capsys.readouterr().err.splitlines()[:2]
+    assert first.startswith(f'*** Usage error: {message}')
+    assert usage.startswith('usage: ')
+
+
+def test_charts_without_matplotlib_stop_before_any_run(tmp_path: Path) -> None:
+    blocker = tmp_path / 'blocked' / 'matplotlib'
+    blocker.mkdir(parents=True)
+    (blocker / '__init__.py').write_text('raise ImportError("no matplotlib here")\n')
+    url = f'http://127.0.0.1:{free_port()}/flags'  # would fail, if it got that far
+    result = compare('-s', url, '--plot', 'sweep.png', cwd=tmp_path,
+                     env={'PYTHONPATH': str(blocker.parent)})
+    assert result.returncode == 1
+    assert result.stdout == ''
+    assert result.stderr.splitlines() == [
+        '*** charts need matplotlib, which is not installed: '
+        "pip install 'flags2[plot]' (or: pip install matplotlib)"]
+
+
+def test_starts_the_bundled_server_like_the_scripts(tmp_path: Path) -> None:
+    port = free_port()
+    result = compare('-s', 'DELAY', '-l', '2', '--repeat', '1', '--variants', 'asyncio',
+                     cwd=tmp_path, env={'FLAGS2_DELAY_URL': f'http://127.0.0.1:{port}/flags'})
+    assert result.returncode == 0, result.stderr
+    assert result.lines[0].startswith(f'Started the bundled flags server for DELAY on port {port}')
+    assert 'ideal times come from its per-code delays' in result.stdout
+    assert row_line(result.lines, 'asyncio ').split()[1:3] == ['2', '2']
+    assert not port_answers('127.0.0.1', port)
+    assert not (tmp_path / 'downloaded').exists()  # flags went to a temporary folder
