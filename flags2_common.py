@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from http import HTTPStatus
 from pathlib import Path
-from typing import NoReturn
+from typing import Generic, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -417,14 +418,21 @@ def say(line: str) -> None:
 # semaphore (asyncio) or the executor (threadpool) is the only throttle: httpx's
 # default pool of 100 connections silently capped -m 1000.
 #
-# The connections are split over small pools ("shards"). httpcore 1.0 rescans
-# every connection of a pool, once per idle connection, each time a request
-# starts or ends: quadratic in the pool size, which made one pool of 676
-# connections slower than the sequential script. Each request goes to the
-# least busy shard; as the caller never has more than concur_req requests
-# open, a shard with a free connection always exists.
+# Each connection gets a pool of its own (a "shard"). httpcore 1.0 rescans
+# every connection of a pool each time a request starts or ends, and probes
+# each idle one's socket (anyio builds a dict of its attributes and calls
+# getpeername, then poll): quadratic in the pool size, which made one pool of
+# 676 connections slower than the sequential script. Measured side by side
+# (benchmarks/), shards of 1 beat shards of 4 and 16 at every -m; asyncio at
+# -m 30 on LOCAL took half the time with shards of 1 as with shards of 16.
+# A request goes to the most recently freed connection, so a fast server is
+# served by few hot connections; as the caller never has more than concur_req
+# requests open, a free connection always exists.
+#
+# Shards are built on first use, and the TLS context (loading the CA
+# certificates costs ~35 ms) on the first https request: LOCAL runs never pay it.
 
-SHARD_SIZE = 16
+SHARD_SIZE = 1
 
 
 def shard_sizes(concur_req: int) -> list[int]:
@@ -438,15 +446,24 @@ def shard_limits(size: int) -> httpx.Limits:
 
 
 class ShardLoad:
-    """How many responses each shard has open; thread-safe for the threadpool."""
+    """Which shard takes the next request; thread-safe for the threadpool.
 
-    def __init__(self, shards: int) -> None:
-        self.open = [0] * shards
+    ``free`` holds one entry per idle connection, the most recently freed
+    last, so ``take`` is O(1) and reuses warm connections first.
+    """
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.open = [0] * len(sizes)
+        self.free = [i for i in reversed(range(len(sizes))) for _ in range(sizes[i])]
         self.lock = threading.Lock()
 
     def take(self) -> int:
         with self.lock:
-            index = min(range(len(self.open)), key=self.open.__getitem__)
+            if self.free:
+                index = self.free.pop()
+            else:  # more requests than connections: queue at the least busy shard
+                index = min(range(len(self.open)), key=self.open.__getitem__)
             self.open[index] += 1
         return index
 
@@ -459,6 +476,8 @@ class ShardLoad:
                 if not released:
                     released = True
                     self.open[index] -= 1
+                    if self.open[index] < self.sizes[index]:
+                        self.free.append(index)
         return release
 
 
@@ -491,18 +510,49 @@ class AsyncReleasingStream(httpx.AsyncByteStream):
             self.release()
 
 
+Shard = TypeVar('Shard', httpx.HTTPTransport, httpx.AsyncHTTPTransport)
+
+
+class Shards(Generic[Shard]):
+    """The shards of one client, built on first use."""
+
+    def __init__(self, concur_req: int, build: Callable[..., Shard]) -> None:
+        sizes = shard_sizes(concur_req)
+        self.build: Callable[..., Shard] = build
+        self.load = ShardLoad(sizes)
+        self.built: list[tuple[Shard, bool] | None] = [None] * len(sizes)  # (shard, has CAs)
+        self.tls: ssl.SSLContext | None = None
+
+    def pick(self, request: httpx.Request) -> tuple[Shard, Callable[[], None], Shard | None]:
+        """A shard for ``request``, its release, and a shard it replaces (to close)."""
+        index = self.load.take()
+        entry = self.built[index]
+        https = request.url.scheme == 'https'
+        if entry is not None and (entry[1] or not https):
+            return entry[0], self.load.release_once(index), None
+        if https and self.tls is None:
+            self.tls = httpx.create_ssl_context()
+        # Without a CA bundle, a plain-http shard could never verify a server:
+        # if a redirect leads it to https, it fails safe until rebuilt here.
+        tls = self.tls or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        shard = self.build(limits=shard_limits(self.load.sizes[index]), verify=tls)
+        self.built[index] = (shard, self.tls is not None)
+        return shard, self.load.release_once(index), entry and entry[0]
+
+    def all(self) -> list[Shard]:
+        return [entry[0] for entry in self.built if entry is not None]
+
+
 class ShardedTransport(httpx.BaseTransport):
     def __init__(self, concur_req: int) -> None:
-        sizes = shard_sizes(concur_req)
-        tls = httpx.create_ssl_context()  # loading CA certificates costs ~35 ms: do it once
-        self.shards = [httpx.HTTPTransport(limits=shard_limits(n), verify=tls) for n in sizes]
-        self.load = ShardLoad(len(sizes))
+        self.shards: Shards[httpx.HTTPTransport] = Shards(concur_req, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        index = self.load.take()
-        release = self.load.release_once(index)
+        shard, release, replaced = self.shards.pick(request)
         try:
-            response = self.shards[index].handle_request(request)
+            if replaced is not None:
+                replaced.close()
+            response = shard.handle_request(request)
         except BaseException:
             release()
             raise
@@ -511,23 +561,21 @@ class ShardedTransport(httpx.BaseTransport):
         return response
 
     def close(self) -> None:
-        for shard in self.shards:
+        for shard in self.shards.all():
             shard.close()
 
 
 class AsyncShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, concur_req: int) -> None:
-        sizes = shard_sizes(concur_req)
-        tls = httpx.create_ssl_context()
-        self.shards = [httpx.AsyncHTTPTransport(limits=shard_limits(n), verify=tls)
-                       for n in sizes]
-        self.load = ShardLoad(len(sizes))
+        self.shards: Shards[httpx.AsyncHTTPTransport] = Shards(
+            concur_req, httpx.AsyncHTTPTransport)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = self.load.take()
-        release = self.load.release_once(index)
+        shard, release, replaced = self.shards.pick(request)
         try:
-            response = await self.shards[index].handle_async_request(request)
+            if replaced is not None:
+                await replaced.aclose()
+            response = await shard.handle_async_request(request)
         except BaseException:
             release()
             raise
@@ -536,7 +584,7 @@ class AsyncShardedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        for shard in self.shards:
+        for shard in self.shards.all():
             await shard.aclose()
 
 
