@@ -418,21 +418,22 @@ def say(line: str) -> None:
 # semaphore (asyncio) or the executor (threadpool) is the only throttle: httpx's
 # default pool of 100 connections silently capped -m 1000.
 #
-# Each connection gets a pool of its own (a "shard"). httpcore 1.0 rescans
+# The connections are split over small pools ("shards"). httpcore 1.0 rescans
 # every connection of a pool each time a request starts or ends, and probes
 # each idle one's socket (anyio builds a dict of its attributes and calls
 # getpeername, then poll): quadratic in the pool size, which made one pool of
 # 676 connections slower than the sequential script. Measured side by side
-# (benchmarks/), shards of 1 beat shards of 4 and 16 at every -m; asyncio at
-# -m 30 on LOCAL took half the time with shards of 1 as with shards of 16.
-# A request goes to the most recently freed connection, so a fast server is
-# served by few hot connections; as the caller never has more than concur_req
-# requests open, a free connection always exists.
+# (medians of 5, in turns), shards of 4 beat 16: asyncio -a -m 30 on LOCAL
+# 0.66 s vs 0.94 s, and -e -m 1000 on DELAY 2.32 s vs 2.63 s; shards of 1 were
+# no faster there (0.59 s, 2.70 s) and cost 62 MiB of RSS instead of 56 MiB.
+# A request goes to a free connection, the most recently freed first, so a
+# fast server is served by a few warm connections; as the caller never has
+# more than concur_req requests open, a free connection always exists.
 #
 # Shards are built on first use, and the TLS context (loading the CA
 # certificates costs ~35 ms) on the first https request: LOCAL runs never pay it.
 
-SHARD_SIZE = 1
+SHARD_SIZE = 4
 
 
 def shard_sizes(concur_req: int) -> list[int]:
