@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import FlagsServer
+from conftest import ROOT, FlagsServer
 from flags2_common import (
     AsyncShardedTransport,
     ShardedTransport,
@@ -80,3 +83,15 @@ def test_https_builds_one_verifying_context_and_rebuilds_the_shard(
     assert transport.shards.tls.verify_mode.name == 'CERT_REQUIRED'
     entry = transport.shards.built[0]
     assert entry is not None and entry[1]  # rebuilt with the CA bundle
+
+
+def test_the_http_stack_is_loaded_before_the_clock_starts(tmp_path: Path) -> None:
+    # httpx 0.28 imports httpcore on first use, and httpcore imports anyio's
+    # asyncio backend on the first request: main() loads them before timing.
+    code = ('import sys, asyncio, flags2_common\n'
+            'flags2_common.preload_http_stack()\n'
+            'print(*(name in sys.modules for name in '
+            '("httpcore", "anyio._backends._asyncio", "httpcore._backends.anyio")))\n')
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.split() == ['True', 'True', 'True'], result.stderr
