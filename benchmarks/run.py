@@ -303,6 +303,11 @@ def delay_goals(url: str, runs: int, scratch: Path, book: bool) -> list[Row]:
             commands.append(Command(f'book {ours.name}',
                                     variant(name, *args, '-s', url, book=True),
                                     expect=f'{n} flags downloaded.'))
+        curl = None
+        if name == 'asyncio' and int(args[-1]) >= 100:  # a yardstick where overhead shows
+            curl = Command(f'curl --parallel-max {min(int(args[-1]), n)}',
+                           curl_command(url, min(int(args[-1]), n)))
+            commands.append(curl)
         print(f'DELAY {ours.name}: ideal {ideal:.3f} s, {runs} rounds', file=sys.stderr)
         run_in_turns(commands, runs, scratch)
         ratio = ours.median('elapsed') / ideal
@@ -313,6 +318,10 @@ def delay_goals(url: str, runs: int, scratch: Path, book: bool) -> list[Row]:
         rows.append(Row('4', f'DELAY {ours.name} Elapsed / ideal', '<= 1.05x',
                         f'{ratio:.3f}x ({secs(ours.median("elapsed"))} / {secs(ideal)})',
                         book_text, ratio <= 1.05))
+        if curl is not None:
+            wall = curl.median('wall')
+            rows.append(Row('', f'  for reference: {curl.name} whole run / ideal', '',
+                            f'{wall / ideal:.3f}x ({secs(wall)})', '', None))
     return rows
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -85,7 +84,7 @@ def test_https_builds_one_verifying_context_and_rebuilds_the_shard(
     assert entry is not None and entry[1]  # rebuilt with the CA bundle
 
 
-def test_the_http_stack_is_loaded_before_the_clock_starts(tmp_path: Path) -> None:
+def test_the_http_stack_is_loaded_before_the_clock_starts() -> None:
     # httpx 0.28 imports httpcore on first use, and httpcore imports anyio's
     # asyncio backend on the first request: main() loads them before timing.
     code = ('import sys, asyncio, flags2_common\n'
