@@ -202,8 +202,10 @@ class Row:
         return [self.goal, self.what, self.target, self.measured, self.book, verdict]
 
 
-def print_table(rows: Iterable[Row]) -> None:
-    header = ['goal', 'figure (median)', 'goal', 'measured', "book's approach", '']
+GOAL_HEADER = ['goal', 'figure (median)', 'goal', 'measured', "book's approach", '']
+
+
+def print_table(rows: Iterable[Row], header: list[str] = GOAL_HEADER) -> None:
     table = [header] + [r.cells() for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for n, line in enumerate(table):
