@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import importlib
 import json
 import os
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -31,12 +33,15 @@ from enum import Enum
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
-import httpcore
+import certifi
 import httpx
 import tqdm
+
+if TYPE_CHECKING:  # httpx imports httpcore on first use; so do we, to keep --help quick
+    import httpcore
 
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / 'flags_server.py'
@@ -434,13 +439,21 @@ def say(line: str) -> None:
 # default pool of 100 connections silently capped -m 1000.
 #
 # The connections are split over small pools ("shards"). httpcore 1.0 rescans
-# every connection of a pool, once per idle connection, each time a request
-# starts or ends: quadratic in the pool size, which made one pool of 676
-# connections slower than the sequential script. Each request goes to the
-# least busy shard; as the caller never has more than concur_req requests
-# open, a shard with a free connection always exists.
+# every connection of a pool each time a request starts or ends, and probes
+# each idle one's socket (anyio builds a dict of its attributes and calls
+# getpeername, then poll): quadratic in the pool size, which made one pool of
+# 676 connections slower than the sequential script. Measured side by side
+# (medians of 5, in turns), shards of 4 beat 16: asyncio -a -m 30 on LOCAL
+# 0.66 s vs 0.94 s, and -e -m 1000 on DELAY 2.32 s vs 2.63 s; shards of 1 were
+# no faster there (0.59 s, 2.70 s) and cost 62 MiB of RSS instead of 56 MiB.
+# A request goes to a free connection, the most recently freed first, so a
+# fast server is served by a few warm connections; as the caller never has
+# more than concur_req requests open, a free connection always exists.
+#
+# Shards are built on first use, and the CA certificates (loading them costs
+# ~35 ms) on the first TLS handshake: plain-http runs never pay for them.
 
-SHARD_SIZE = 16
+SHARD_SIZE = 4
 
 
 def shard_sizes(concur_req: int) -> list[int]:
@@ -454,15 +467,24 @@ def shard_limits(size: int) -> httpx.Limits:
 
 
 class ShardLoad:
-    """How many responses each shard has open; thread-safe for the threadpool."""
+    """Which shard takes the next request; thread-safe for the threadpool.
 
-    def __init__(self, shards: int) -> None:
-        self.open = [0] * shards
+    ``free`` holds one entry per idle connection, the most recently freed
+    last, so ``take`` is O(1) and reuses warm connections first.
+    """
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.open = [0] * len(sizes)
+        self.free = [i for i in reversed(range(len(sizes))) for _ in range(sizes[i])]
         self.lock = threading.Lock()
 
     def take(self) -> int:
         with self.lock:
-            index = min(range(len(self.open)), key=self.open.__getitem__)
+            if self.free:
+                index = self.free.pop()
+            else:  # more requests than connections: queue at the least busy shard
+                index = min(range(len(self.open)), key=self.open.__getitem__)
             self.open[index] += 1
         return index
 
@@ -475,6 +497,8 @@ class ShardLoad:
                 if not released:
                     released = True
                     self.open[index] -= 1
+                    if self.open[index] < self.sizes[index]:
+                        self.free.append(index)
         return release
 
 
@@ -507,8 +531,41 @@ class AsyncReleasingStream(httpx.AsyncByteStream):
             self.release()
 
 
-class AbortableStream(httpcore.NetworkStream):
-    """A connection that another thread can cut short while a read waits on it."""
+class LazyCAContext(ssl.SSLContext):
+    """A TLS context that loads the CA certificates when a first handshake needs them.
+
+    Loading them costs ~35 ms, which a run against a plain-http server never
+    needs to pay; a redirect to https still gets a verifying context.
+    """
+
+    lock = threading.Lock()
+    loaded = False
+
+    def load_cas(self) -> None:
+        with self.lock:
+            if not self.loaded:
+                self.load_verify_locations(certifi.where())
+                self.loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # sync httpcore
+        self.load_cas()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # anyio, for asyncio
+        self.load_cas()
+        return super().wrap_bio(*args, **kwargs)
+
+
+def lazy_ca_context() -> LazyCAContext:
+    return LazyCAContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names
+
+
+class AbortableStream:
+    """A connection that another thread can cut short while a read waits on it.
+
+    Duck-types httpcore.NetworkStream, which this module does not import until
+    a client is built.
+    """
 
     def __init__(self, stream: httpcore.NetworkStream, streams: OpenStreams) -> None:
         self.stream, self.streams = stream, streams
@@ -524,11 +581,11 @@ class AbortableStream(httpcore.NetworkStream):
         self.streams.discard(self)
         self.stream.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
         self.streams.discard(self)  # the TLS stream takes over the socket
         tls = self.stream.start_tls(ssl_context, server_hostname, timeout)
-        return AbortableStream(tls, self.streams)
+        return cast('httpcore.NetworkStream', AbortableStream(tls, self.streams))
 
     def get_extra_info(self, info: str) -> Any:
         return self.stream.get_extra_info(info)
@@ -539,24 +596,36 @@ class AbortableStream(httpcore.NetworkStream):
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class OpenStreams(httpcore.SyncBackend):
+class OpenStreams:
     """The network backend of a ShardedTransport, which remembers its connections.
 
     Closing a socket does not wake a thread blocked reading it: after Ctrl-C,
     threadpool workers waiting on a slow server kept the process alive until
     their reads timed out. ``abort`` shuts the sockets down, which ends those
-    reads at once.
+    reads at once. Duck-types httpcore.SyncBackend.
     """
 
     def __init__(self) -> None:
+        import httpcore
+
+        self.backend = httpcore.SyncBackend()
         self.streams: set[AbortableStream] = set()
         self.lock = threading.Lock()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        stream = super().connect_tcp(host, port, timeout, local_address, socket_options)
-        return AbortableStream(stream, self)
+        stream = self.backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return cast('httpcore.NetworkStream', AbortableStream(stream, self))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None
+                            ) -> httpcore.NetworkStream:
+        stream = self.backend.connect_unix_socket(path, timeout, socket_options)
+        return cast('httpcore.NetworkStream', AbortableStream(stream, self))
+
+    def sleep(self, seconds: float) -> None:
+        self.backend.sleep(seconds)
 
     def add(self, stream: AbortableStream) -> None:
         with self.lock:
@@ -573,22 +642,46 @@ class OpenStreams(httpcore.SyncBackend):
             stream.abort()
 
 
+Shard = TypeVar('Shard', httpx.HTTPTransport, httpx.AsyncHTTPTransport)
+
+
+class Shards(Generic[Shard]):
+    """The small pools of one client, each built when a request first needs it."""
+
+    def __init__(self, concur_req: int, build: Callable[[int], Shard]) -> None:
+        self.sizes = shard_sizes(concur_req)
+        self.build: Callable[[int], Shard] = build
+        self.load = ShardLoad(self.sizes)
+        self.built: list[Shard | None] = [None] * len(self.sizes)
+
+    def pick(self) -> tuple[Shard, Callable[[], None]]:
+        """A shard with a free connection, and the call that frees it again."""
+        index = self.load.take()
+        shard = self.built[index]
+        if shard is None:
+            shard = self.built[index] = self.build(self.sizes[index])
+        return shard, self.load.release_once(index)
+
+    def all(self) -> list[Shard]:
+        return [shard for shard in self.built if shard is not None]
+
+
 class ShardedTransport(httpx.BaseTransport):
     def __init__(self, concur_req: int) -> None:
-        sizes = shard_sizes(concur_req)
-        tls = httpx.create_ssl_context()  # loading CA certificates costs ~35 ms: do it once
-        self.shards = [httpx.HTTPTransport(limits=shard_limits(n), verify=tls) for n in sizes]
-        self.load = ShardLoad(len(sizes))
         self.backend = OpenStreams()
-        for shard in self.shards:
-            # httpx.HTTPTransport takes no network backend; its httpcore pool does.
-            shard._pool._network_backend = self.backend
+        self.tls = lazy_ca_context()
+        self.shards = Shards(concur_req, self.build)
+
+    def build(self, size: int) -> httpx.HTTPTransport:
+        shard = httpx.HTTPTransport(limits=shard_limits(size), verify=self.tls)
+        # httpx.HTTPTransport takes no network backend; its httpcore pool does.
+        shard._pool._network_backend = cast('httpcore.NetworkBackend', self.backend)
+        return shard
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        index = self.load.take()
-        release = self.load.release_once(index)
+        shard, release = self.shards.pick()
         try:
-            response = self.shards[index].handle_request(request)
+            response = shard.handle_request(request)
         except BaseException:
             release()
             raise
@@ -599,23 +692,22 @@ class ShardedTransport(httpx.BaseTransport):
     def close(self) -> None:
         """Close every connection, ending reads that other threads still wait on."""
         self.backend.abort()
-        for shard in self.shards:
+        for shard in self.shards.all():
             shard.close()
 
 
 class AsyncShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, concur_req: int) -> None:
-        sizes = shard_sizes(concur_req)
-        tls = httpx.create_ssl_context()
-        self.shards = [httpx.AsyncHTTPTransport(limits=shard_limits(n), verify=tls)
-                       for n in sizes]
-        self.load = ShardLoad(len(sizes))
+        self.tls = lazy_ca_context()
+        self.shards = Shards(concur_req, self.build)
+
+    def build(self, size: int) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(limits=shard_limits(size), verify=self.tls)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = self.load.take()
-        release = self.load.release_once(index)
+        shard, release = self.shards.pick()
         try:
-            response = await self.shards[index].handle_async_request(request)
+            response = await shard.handle_async_request(request)
         except BaseException:
             release()
             raise
@@ -624,8 +716,24 @@ class AsyncShardedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        for shard in self.shards:
+        for shard in self.shards.all():
             await shard.aclose()
+
+
+def preload_http_stack() -> None:
+    """Import now what httpx imports on first use, so Elapsed times downloads.
+
+    httpx 0.28 imports httpcore when it builds the first transport, and
+    httpcore imports anyio's asyncio backend and its socket streams on the
+    first async request: ~0.1 s a run on a 2-core VM, which the book's Elapsed
+    (httpx then imported httpcore up front) never included. Called after the
+    command line is parsed, so ``--help`` and usage errors stay quick.
+    """
+    import httpcore  # noqa: F401
+    if 'asyncio' in sys.modules:  # only the asyncio variant goes through anyio
+        for name in ('anyio._backends._asyncio', 'httpcore._backends.anyio'):
+            with contextlib.suppress(ImportError):  # private names: best effort
+                importlib.import_module(name)
 
 
 def make_client(concur_req: int) -> httpx.Client:
@@ -864,6 +972,7 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
     try:
         with bundled_server(run.server_label):
             initial_report(run.cc_list, run.concur_req, run.server_label, run.base_url)
+            preload_http_stack()
             server_stats(run.base_url, 'reset')
             t0 = time.perf_counter()
             counter = download_many(run.cc_list, run.base_url, run.verbose, run.concur_req)
