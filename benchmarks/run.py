@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import heapq
 import os
 import platform
 import re
@@ -28,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = Path(__file__).resolve().parent / 'book.py'
 sys.path.insert(0, str(ROOT))
 
+from flags2_compare import ideal_time  # noqa: E402  (list scheduling, tested there)
 from flags_server import Workload, country_codes  # noqa: E402
 
 CURL_HELP = ('*** curl not found: install it (Debian/Ubuntu: sudo apt-get install curl; '
@@ -46,19 +46,6 @@ ELAPSED = re.compile(r'^Elapsed time: ([0-9.]+)s$', re.MULTILINE)
 
 
 # ------------------------------------------------------------ the ideal
-
-def ideal_time(delays: Sequence[float], slots: int) -> float:
-    """Makespan of a list schedule: each delay, in order, starts on the first free slot.
-
-    That is what a variant does with perfect overhead-free concurrency: it
-    issues the codes in sorted order and starts the next as soon as one of
-    its ``slots`` requests finishes.
-    """
-    free_at = [0.0] * max(1, min(slots, len(delays)))
-    for delay in delays:
-        heapq.heappush(free_at, heapq.heappop(free_at) + delay)
-    return max(free_at) if delays else 0.0
-
 
 def seeded_delays(limit: int | None = None) -> list[float]:
     """The bundled DELAY server's default delays, in the variants' issue order."""
