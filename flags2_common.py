@@ -653,13 +653,17 @@ class Shards(Generic[Shard]):
         self.build: Callable[[int], Shard] = build
         self.load = ShardLoad(self.sizes)
         self.built: list[Shard | None] = [None] * len(self.sizes)
+        self.lock = threading.Lock()
 
     def pick(self) -> tuple[Shard, Callable[[], None]]:
         """A shard with a free connection, and the call that frees it again."""
         index = self.load.take()
         shard = self.built[index]
         if shard is None:
-            shard = self.built[index] = self.build(self.sizes[index])
+            with self.lock:  # two threadpool workers may reach an unbuilt shard at once
+                shard = self.built[index]
+                if shard is None:
+                    shard = self.built[index] = self.build(self.sizes[index])
         return shard, self.load.release_once(index)
 
     def all(self) -> list[Shard]:

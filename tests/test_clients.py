@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from flags2_common import (
     AsyncShardedTransport,
     ShardedTransport,
     ShardLoad,
+    Shards,
     flag_url,
     make_async_client,
     make_client,
@@ -50,6 +53,23 @@ def test_when_every_connection_is_busy_the_least_busy_shard_queues_it() -> None:
     assert load.free == []  # shard 1 is still full
     load.release_once(1)()
     assert load.free == [1]
+
+
+def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
+    builds: list[int] = []
+
+    def slow_build(size: int) -> httpx.HTTPTransport:
+        builds.append(size)
+        time.sleep(0.05)  # wide enough for every thread to find the shard unbuilt
+        return httpx.HTTPTransport()
+
+    shards = Shards(4, slow_build)  # one shard of 4 connections
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        picked = list(pool.map(lambda _: shards.pick()[0], range(4)))
+    assert builds == [4]
+    assert all(shard is picked[0] for shard in picked)
+    assert shards.all() == [picked[0]]
+    picked[0].close()
 
 
 def test_plain_http_never_loads_ca_certificates(local_server: FlagsServer) -> None:
