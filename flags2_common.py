@@ -886,7 +886,7 @@ def wait_until_ready(proc: subprocess.Popen[bytes]) -> None:
     raise ServerStartError(lines[-1] if lines else f'exit status {proc.returncode}')
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             with contextlib.suppress(OSError):

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = Path(__file__).resolve().parent / 'book.py'
 sys.path.insert(0, str(ROOT))
 
+from flags2_common import stop_process  # noqa: E402
 from flags2_compare import ideal_time  # noqa: E402  (list scheduling, tested there)
 from flags_server import Workload, country_codes  # noqa: E402
 
@@ -146,12 +147,7 @@ def flags_server(mode: str) -> Iterator[str]:
             raise BenchmarkError(f'flags_server.py did not start: {first!r}')
         yield first.split()[-1]
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc)
 
 
 # ------------------------------------------------------------- commands

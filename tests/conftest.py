@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from flags2_common import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
 CONCURRENT_VARIANTS = ('threadpool', 'asyncio')
@@ -58,12 +60,7 @@ def start_server(mode: str, *options: str) -> FlagsServer:
 
 
 def stop_server(server: FlagsServer) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.communicate()
+    stop_process(server.proc)
 
 
 @pytest.fixture(scope='session')
