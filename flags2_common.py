@@ -610,6 +610,7 @@ class OpenStreams:
 
         self.backend = httpcore.SyncBackend()
         self.streams: set[AbortableStream] = set()
+        self.aborted = False
         self.lock = threading.Lock()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -629,7 +630,12 @@ class OpenStreams:
 
     def add(self, stream: AbortableStream) -> None:
         with self.lock:
-            self.streams.add(stream)
+            if not self.aborted:
+                self.streams.add(stream)
+                return
+        # A worker that connected after abort() would otherwise block in its
+        # first read until the server answered, and hold up the executor's join.
+        stream.abort()
 
     def discard(self, stream: AbortableStream) -> None:
         with self.lock:
@@ -637,6 +643,7 @@ class OpenStreams:
 
     def abort(self) -> None:
         with self.lock:
+            self.aborted = True
             streams = list(self.streams)
         for stream in streams:
             stream.abort()
