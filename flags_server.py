@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import signal
@@ -500,10 +501,20 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
 
 
 def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Tie our life to a parent's: when its end of our stdin closes, stop."""
+    """Tie our life to a parent's: when its end of our stdin closes, stop.
+
+    The watcher reads the raw descriptor, not ``sys.stdin.buffer``: a daemon
+    thread blocked in that object holds its lock, and if SIGTERM ends us first,
+    interpreter shutdown waits a second for the lock and then aborts.
+    """
+    fd = sys.stdin.fileno()
+
     def watch() -> None:
-        sys.stdin.buffer.read()
-        loop.call_soon_threadsafe(stop.set)
+        with contextlib.suppress(OSError):
+            while os.read(fd, 4096):
+                pass
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already
+            loop.call_soon_threadsafe(stop.set)
     threading.Thread(target=watch, daemon=True).start()
 
 
