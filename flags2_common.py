@@ -909,18 +909,28 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.stderr.close()
 
 
-def server_stats(base_url: str, action: str = 'stats') -> dict[str, object] | None:
-    """GET /stats (or /stats/reset) from a bundled server on loopback; None otherwise."""
+def server_json(base_url: str, path: str, timeout: float = 1) -> dict[str, Any] | None:
+    """GET ``path`` from the root of a server on loopback, as a JSON object.
+
+    None for a remote server (only the bundled one has these pages) and for
+    anything that is not an answer in JSON.
+    """
     parts = urlsplit(base_url)
     if parts.hostname not in ('localhost', '127.0.0.1', '::1'):
         return None
-    path = '/stats' if action == 'stats' else '/stats/reset'
     try:
-        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}', timeout=1) as resp:
+        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}',
+                                    timeout=timeout) as resp:
             data = json.load(resp)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and 'peak_in_flight' in data else None
+    return data if isinstance(data, dict) else None
+
+
+def server_stats(base_url: str, action: str = 'stats') -> dict[str, object] | None:
+    """GET /stats (or /stats/reset) from a bundled server on loopback; None otherwise."""
+    data = server_json(base_url, '/stats' if action == 'stats' else '/stats/reset')
+    return data if data is not None and 'peak_in_flight' in data else None
 
 
 # -------------------------------------------------------------- reports

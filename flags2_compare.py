@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from flags2_common import (
     positive_float,
     positive_int,
     resolve_server,
+    server_json,
     server_stats,
 )
 
@@ -109,23 +109,9 @@ def ideal_time(delays: Sequence[float], slots: int) -> float:
 
 # ------------------------------------------------------------- the server
 
-def server_json(base_url: str, path: str) -> dict[str, Any] | None:
-    """GET ``path`` from the server's root, on loopback only, as server_stats does."""
-    parts = urlsplit(base_url)
-    if parts.hostname not in ('localhost', '127.0.0.1', '::1'):
-        return None
-    try:
-        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}',
-                                    timeout=5) as resp:
-            data = json.load(resp)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def server_delays(base_url: str) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
     """The workload of a bundled server, and its delay per code when it has any."""
-    info = server_json(base_url, '/workload')
+    info = server_json(base_url, '/workload', timeout=5)
     if info is None or not isinstance(info.get('delays'), dict):
         return None, None
     delays = {str(cc): float(d) for cc, d in info.pop('delays').items()}
@@ -234,7 +220,7 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
         if run.elapsed > 0:
             run.efficiency = run.ideal / run.elapsed
     if plan.want_log:
-        log = server_json(plan.base_url, '/stats/requests')
+        log = server_json(plan.base_url, '/stats/requests', timeout=5)
         if log is not None and isinstance(log.get('requests'), list):
             run.requests = log['requests']
     return run
