@@ -474,13 +474,7 @@ def outcome(status: int) -> str:
 
 def max_overlap(requests: list[dict[str, Any]]) -> int:
     """Most requests open at once in the record (an end before a start at a tie)."""
-    events = sorted([(r['start'], 1) for r in requests] + [(r['end'], -1) for r in requests],
-                    key=lambda e: (e[0], e[1]))
-    most = current = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    return most
+    return max(in_flight_steps(requests, 0.0)[1])
 
 
 def timeline_rows(rows: list[Row]) -> list[Row]:
@@ -497,9 +491,13 @@ def timeline_rows(rows: list[Row]) -> list[Row]:
 
 def in_flight_steps(requests: list[dict[str, Any]], t0: float) -> tuple[list[float],
                                                                          list[int]]:
-    """Times and counts of requests open at the server, for a step line."""
+    """Times and counts of requests open at the server, for a step line.
+
+    At a tie an end comes before a start, so back-to-back requests never count
+    as overlapping.
+    """
     events = sorted([(r['start'] - t0, 1) for r in requests]
-                    + [(r['end'] - t0, -1) for r in requests], key=lambda e: (e[0], e[1]))
+                    + [(r['end'] - t0, -1) for r in requests])
     times, counts, current = [0.0], [0], 0
     for time_, step in events:
         current += step
@@ -551,7 +549,7 @@ def plot_timeline(path: Path, rows: list[Row], plan: Plan,
         count_ax.set_ylabel('requests in flight')
         span_s = max(r['end'] for r in requests) - t0
         ax.set_title(f'{row.label()}: {len(requests)} requests in {span_s:.2f} s at the '
-                     f'server, at most {max_overlap(requests)} in flight '
+                     f'server, at most {max(counts)} in flight '
                      f'(concur_req {row.concurrency})', fontsize=10, loc='left')
         if row.variant != 'sequential':
             if shared is None:
