@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -37,13 +36,12 @@ BOOK = Path(__file__).resolve().parent / 'book.py'
 sys.path.insert(0, str(ROOT))
 
 from flags2_common import stop_process  # noqa: E402
-from flags2_compare import ideal_time  # noqa: E402  (list scheduling, tested there)
+from flags2_compare import ELAPSED_LINE, ideal_time  # noqa: E402  (tested there)
 from flags_server import Workload, country_codes  # noqa: E402
 
 CURL_HELP = ('*** curl not found: install it (Debian/Ubuntu: sudo apt-get install curl; '
              'macOS: brew install curl) and run again.')
 PACKAGES = ('httpx', 'httpcore', 'h11', 'anyio', 'sniffio', 'certifi', 'idna', 'tqdm', 'pillow')
-ELAPSED = re.compile(r'^Elapsed time: ([0-9.]+)s$', re.MULTILINE)
 
 
 # ------------------------------------------------------------ the ideal
@@ -116,7 +114,7 @@ def run_once(cmd: Command, scratch: Path) -> Sample:
                                      + ' | '.join(tail))
             failed = '; '.join(line for line in stdout.splitlines()
                                if 'downloaded' in line or line.startswith('errors:'))
-        match = ELAPSED.search(stdout)
+        match = ELAPSED_LINE.search(stdout)
         rss_mib = usage.ru_maxrss / 1024  # Linux reports KiB
         return Sample(wall, float(match.group(1)) if match else None, rss_mib, failed)
     finally:
