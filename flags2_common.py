@@ -89,6 +89,12 @@ class Settings:
     error_causes: Counter[str] = field(default_factory=Counter)
     interrupted: bool = False  # set on Ctrl-C by the variant's loop; main() exits 130
 
+    def start_run(self, dest: Path, timeout: float) -> None:
+        """Take a run's options and forget what an earlier run in this process noted."""
+        self.dest, self.timeout = dest, timeout
+        self.error_causes.clear()
+        self.interrupted = False
+
 
 settings = Settings()
 
@@ -984,9 +990,7 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
         run = parse_args(argv, default_concur_req, max_concur_req)
     except UsageError as exc:
         usage_exit(str(exc), default_concur_req)
-    settings.dest, settings.timeout = run.dest, run.timeout
-    settings.error_causes.clear()
-    settings.interrupted = False
+    settings.start_run(run.dest, run.timeout)
     counter: Counter[DownloadStatus] = Counter()
     stats = None
     t0 = time.perf_counter()

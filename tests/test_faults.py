@@ -25,7 +25,14 @@ import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
 from conftest import ROOT, VARIANTS, FlagsServer, free_port, stop_server
-from flags2_common import DownloadStatus, country_codes, error_cause, main, settings
+from flags2_common import (
+    DownloadStatus,
+    country_codes,
+    error_cause,
+    expand_cc_args,
+    main,
+    settings,
+)
 from flags_server import FAULTS, OVERSIZE_BYTES, Workload, flag_gif
 
 MODULES: dict[str, ModuleType] = {
@@ -235,10 +242,8 @@ def open_fds() -> int:
 @pytest.mark.parametrize('variant', ['threadpool', 'asyncio'])
 def test_every_code_at_m_1000_leaks_no_fd_or_thread(variant: str, error_server: FlagsServer,
                                                    tmp_path: Path) -> None:
-    settings.dest, settings.timeout = tmp_path, 10.0
-    settings.error_causes.clear()
-    settings.interrupted = False
-    every = [a + b for a in map(chr, range(65, 91)) for b in map(chr, range(65, 91))]
+    settings.start_run(tmp_path, 10.0)
+    every = expand_cc_args(True, False, [], None)  # AA to ZZ, as -e gives
     fds, threads = open_fds(), threading.active_count()
     counter = MODULES[variant].download_many(every, error_server.url, True, 676)
     failing = [cc for cc in ALL_CODES if Workload('error').fails(cc)]
