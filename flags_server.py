@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import socket
+import string
 import struct
 import sys
 import threading
@@ -304,7 +305,7 @@ class RequestLog:
 
 def workload_info(app: FlagApp) -> dict[str, Any]:
     workload = app.workload
-    letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'
+    letters = string.ascii_uppercase
     return {
         'mode': workload.mode,
         'seed': workload.seed,
