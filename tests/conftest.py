@@ -35,20 +35,30 @@ class FlagsServer:
     def url(self) -> str:
         return f'http://127.0.0.1:{self.port}/flags'
 
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(f'http://127.0.0.1:{self.port}{path}', timeout=5) as r:
+            return json.load(r)
+
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f'http://127.0.0.1:{self.port}/stats', timeout=5) as r:
-            data: dict[str, Any] = json.load(r)
+        data: dict[str, Any] = self.get_json('/stats')
         return data
 
     def reset(self) -> None:
         urllib.request.urlopen(f'http://127.0.0.1:{self.port}/stats/reset', timeout=5).close()
 
 
-def start_server(mode: str, *options: str) -> FlagsServer:
-    proc = subprocess.Popen(
+def launch_server(mode: str, *options: str, bind: str | None = '127.0.0.1',
+                  stdin: int | None = None) -> subprocess.Popen[str]:
+    """Start flags_server.py on an ephemeral port (``bind`` None: its default)."""
+    bind_args = ['--bind', bind] if bind is not None else []
+    return subprocess.Popen(
         [sys.executable, str(ROOT / 'flags_server.py'), '--mode', mode, '--port', '0',
-         '--bind', '127.0.0.1', *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *bind_args, *options],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ready_server(proc: subprocess.Popen[str], mode: str) -> FlagsServer:
+    """Wait until a launched server says it is ready; its first line names its port."""
     assert proc.stdout is not None
     first = proc.stdout.readline()  # "DELAY mode serving http://127.0.0.1:PORT/flags"
     ready = proc.stdout.readline()
@@ -57,6 +67,10 @@ def start_server(mode: str, *options: str) -> FlagsServer:
         raise RuntimeError(f'server did not start: {first!r} {proc.communicate()}')
     port = int(first.rsplit(':', 1)[1].split('/')[0])
     return FlagsServer(proc, port, mode)
+
+
+def start_server(mode: str, *options: str) -> FlagsServer:
+    return ready_server(launch_server(mode, *options), mode)
 
 
 def stop_server(server: FlagsServer) -> None:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VARIANTS, FlagsServer, free_port, run_variant
+from conftest import (
+    ROOT,
+    VARIANTS,
+    FlagsServer,
+    free_port,
+    launch_server,
+    ready_server,
+    run_variant,
+)
 from flags2_common import port_answers
 
 
@@ -73,20 +81,14 @@ def test_server_exits_when_its_client_is_killed(tmp_path: Path) -> None:
     assert server_processes(port) == []
 
 
-
 @pytest.mark.parametrize('sigterm_first', [True, False], ids=['SIGTERM then EOF', 'EOF only'])
 def test_server_tied_to_stdin_exits_cleanly_however_it_is_stopped(sigterm_first: bool) -> None:
     # A run's end closes the server's stdin and sends SIGTERM; either may act
     # first. The server must exit 0 at once, not stall a second in shutdown and
     # abort with "Fatal Python error" because its stdin watcher held a lock.
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / 'flags_server.py'), '--mode', 'local', '--port', '0',
-         '--bind', '127.0.0.1', '--exit-with-stdin'],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+    proc = launch_server('local', '--exit-with-stdin', stdin=subprocess.PIPE)
     try:
-        assert proc.stdout.readline().startswith('LOCAL mode serving')
-        assert proc.stdout.readline().startswith('Ready')
+        ready_server(proc, 'local')
         if sigterm_first:
             proc.terminate()
             time.sleep(0.05)  # EOF arrives while the server is shutting down

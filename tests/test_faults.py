@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import http.client
 import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from test_variants import assert_valid_gifs, saved_codes
 import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
-from conftest import ROOT, VARIANTS, FlagsServer, free_port, stop_server
+from conftest import VARIANTS, FlagsServer, free_port, launch_server, ready_server, stop_server
 from flags2_common import (
     DownloadStatus,
     country_codes,
@@ -76,17 +74,10 @@ def test_the_fault_table_covers_every_kind() -> None:
 @pytest.fixture(scope='module')
 def fault_servers() -> Iterator[dict[str, FlagsServer]]:
     """One server per fault kind, started side by side, on the default (loopback) bind."""
-    procs = {kind: subprocess.Popen(
-        [sys.executable, str(ROOT / 'flags_server.py'), '--mode', 'local', '--port', '0',
-         '--fault', kind, '--fault-rate', str(FAULT_RATE)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for kind in FAULTS}
-    servers = {}
-    for kind, proc in procs.items():
-        assert proc.stdout is not None
-        first, ready = proc.stdout.readline(), proc.stdout.readline()
-        assert ready.startswith('Ready'), (first, ready)
-        port = int(first.rsplit(':', 1)[1].split('/')[0])
-        servers[kind] = FlagsServer(proc, port, 'local')
+    procs = {kind: launch_server('local', '--fault', kind, '--fault-rate', str(FAULT_RATE),
+                                 bind=None)
+             for kind in FAULTS}
+    servers = {kind: ready_server(proc, 'local') for kind, proc in procs.items()}
     yield servers
     for server in servers.values():
         stop_server(server)
