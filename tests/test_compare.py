@@ -6,19 +6,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 import statistics
-import subprocess
-import sys
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
 import flags2_compare
-from conftest import ROOT, FlagsServer, Result, free_port, run_variant
+from conftest import FlagsServer, Result, free_port, run_variant
 from flags2_common import expand_cc_args, port_answers
 from flags2_compare import Variant, ideal_time, max_overlap
 from flags_server import Workload
@@ -28,16 +24,8 @@ SIX = expand_cc_args(False, False, [], 6)  # the first six of the top-20 list, s
 
 
 def compare(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'flags2_compare.py'), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})})
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def get_json(server: FlagsServer, path: str) -> Any:
-    with urllib.request.urlopen(f'http://127.0.0.1:{server.port}{path}', timeout=5) as resp:
-        return json.load(resp)
+    """python flags2_compare.py ARGS, as a user runs it."""
+    return run_variant('compare', *args, cwd=cwd, env=env, timeout=120)
 
 
 def row_line(lines: list[str], start: str) -> str:
@@ -91,18 +79,18 @@ def test_max_overlap_counts_requests_open_at_once() -> None:
 
 def test_server_publishes_its_delays_and_a_log_of_each_run(
         delay_server: FlagsServer, tmp_path: Path) -> None:
-    workload = get_json(delay_server, '/workload')
+    workload = delay_server.get_json('/workload')
     assert workload['mode'] == 'delay'
     same = Workload('delay', workload['seed'], workload['delay_min'], workload['delay_max'])
     assert len(workload['delays']) == 26 * 26
     assert all(workload['delays'][cc] == same.delay(cc) for cc in ('AD', 'ZW', 'QQ'))
 
     delay_server.reset()
-    assert get_json(delay_server, '/stats/requests') == {'requests': [], 'dropped': 0}
+    assert delay_server.get_json('/stats/requests') == {'requests': [], 'dropped': 0}
     result = run_variant('asyncio', *SIX, 'QQ', '-m', '3', '-s', delay_server.url,
                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    log = get_json(delay_server, '/stats/requests')['requests']
+    log = delay_server.get_json('/stats/requests')['requests']
     assert sorted(r['code'] for r in log) == sorted([*SIX, 'QQ'])
     assert {r['code']: r['status'] for r in log}['QQ'] == 404
     assert all(r['end'] - r['start'] >= same.delay(r['code']) - 0.002 for r in log)
@@ -187,16 +175,28 @@ def broken_variants(tmp_path: Path, **scripts: str) -> dict[str, Variant]:
     return variants
 
 
+CompareWith = Callable[..., tuple[int, list[str]]]
+
+
+@pytest.fixture
+def compare_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str]) -> CompareWith:
+    """flags2_compare's main, in-process, with some variants replaced by one-line
+    scripts (``compare_with({'asyncio': CODE}, *args)``): its status and stdout lines."""
+    def run(scripts: dict[str, str], *args: str) -> tuple[int, list[str]]:
+        variants = broken_variants(tmp_path, **scripts)
+        monkeypatch.setattr(flags2_compare, 'load_variants', lambda: variants)
+        status = flags2_compare.main(list(args))
+        return status, capsys.readouterr().out.splitlines()
+    return run
+
+
 def test_a_failing_variant_is_reported_and_the_others_still_run(
-        error_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        error_server: FlagsServer, tmp_path: Path, compare_with: CompareWith) -> None:
     crash = 'import sys; sys.exit("boom: this variant crashed")'
-    monkeypatch.setattr(flags2_compare, 'load_variants',
-                        lambda: broken_variants(tmp_path, threadpool=crash))
-    status = flags2_compare.main(['-s', error_server.url, '-l', '12', '--repeat', '1',
-                                  '-o', str(tmp_path / 'flags'), '--json',
-                                  str(tmp_path / 'runs.json')])
-    lines = capsys.readouterr().out.splitlines()
+    status, lines = compare_with({'threadpool': crash}, '-s', error_server.url, '-l', '12',
+                                 '--repeat', '1', '-o', str(tmp_path / 'flags'),
+                                 '--json', str(tmp_path / 'runs.json'))
     assert status == 0
     assert 'failed: no report (exit 1): boom: this variant crashed' in \
         row_line(lines, 'threadpool ')
@@ -209,15 +209,12 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(
         assert row_line(lines, run['variant'] + ' ').endswith('  1')
 
 
-def test_exits_1_when_no_run_could_be_measured(
-        delay_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_exits_1_when_no_run_could_be_measured(delay_server: FlagsServer,
+                                               compare_with: CompareWith) -> None:
     hang = 'import time; time.sleep(60)'
-    monkeypatch.setattr(flags2_compare, 'load_variants',
-                        lambda: broken_variants(tmp_path, asyncio=hang))
-    status = flags2_compare.main(['-s', delay_server.url, '-l', '3', '--repeat', '1',
-                                  '--variants', 'asyncio', '--time-limit', '0.5'])
-    lines = capsys.readouterr().out.splitlines()
+    status, lines = compare_with({'asyncio': hang}, '-s', delay_server.url, '-l', '3',
+                                 '--repeat', '1', '--variants', 'asyncio',
+                                 '--time-limit', '0.5')
     assert status == 1
     line = row_line(lines, 'asyncio ')
     assert 'failed: timed out after 0.5 s' in line and line.endswith('killed')
