@@ -1,0 +1,173 @@
+"""Starting, stopping and asking the bundled flags server: one way, used by
+the scripts' auto-start, flags2_compare.py, the tests and the benchmarks.
+
+A server is ``python flags_server.py --mode MODE --port PORT`` in a child
+process. It prints ``MODE mode serving http://HOST:PORT/flags`` and then
+``Ready``; ``start_server`` waits for both, so the port is known (port 0 lets
+the kernel pick one) and the server answers before anyone asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# Beside this package both in a checkout and in site-packages (a wheel
+# installs flags_server.py as a top-level module).
+SERVER_SCRIPT = Path(__file__).resolve().parent.parent / 'flags_server.py'
+LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
+
+
+class ServerStartError(Exception):
+    """flags_server.py exited before it was ready; the message is its last words."""
+
+
+@dataclass
+class FlagsServer:
+    """A running flags_server.py process serving one mode."""
+
+    proc: subprocess.Popen[str]
+    mode: str
+    url: str  # the base URL of its flags: http://HOST:PORT/flags
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+    def get_json(self, path: str) -> Any:
+        """GET ``path`` (e.g. '/stats') from this server, decoded."""
+        return server_json(self.url, path, timeout=5)
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.get_json('/stats')
+        return data
+
+    def reset(self) -> None:
+        self.get_json('/stats/reset')
+
+
+def start_server(mode: str, *options: str, port: int = 0, bind: str = '127.0.0.1',
+                 tied: bool = False) -> FlagsServer:
+    """Start flags_server.py for ``mode`` and wait until it is ready.
+
+    ``options`` go to flags_server.py as they are (``--delay-min 0.01``...).
+    ``tied``: the server exits when our end of its stdin closes, so it cannot
+    outlive us, even if we are killed outright.
+    """
+    argv = [sys.executable, str(SERVER_SCRIPT), '--mode', mode, '--port', str(port),
+            '--bind', bind, *options]
+    if tied:
+        argv.append('--exit-with-stdin')
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE if tied else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # Ctrl-C at the terminal reaches us; we stop the child
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "DELAY mode serving http://127.0.0.1:PORT/flags"
+    ready = proc.stdout.readline()
+    if not ready.startswith('Ready'):
+        stop_process(proc)
+        raise ServerStartError(last_words(proc) or f'exit status {proc.returncode}')
+    return FlagsServer(proc, mode, first.split()[-1])
+
+
+def last_words(proc: subprocess.Popen[str]) -> str:
+    """The last line a stopped child wrote to stderr ('' if none)."""
+    if proc.stderr is None or proc.stderr.closed:
+        return ''
+    lines = proc.stderr.read().strip().splitlines()
+    return lines[-1] if lines else ''
+
+
+def stop_server(server: FlagsServer) -> None:
+    stop_process(server.proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child: close its stdin (a tied server exits), SIGTERM, then SIGKILL."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdout, proc.stderr):  # after it exited: nothing blocks on them
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+@contextlib.contextmanager
+def running_server(mode: str, *options: str, port: int = 0, bind: str = '127.0.0.1',
+                   tied: bool = False) -> Iterator[FlagsServer]:
+    """``start_server`` for the length of a ``with`` block; stopped however it ends."""
+    server = start_server(mode, *options, port=port, bind=bind, tied=tied)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def port_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def bundled_server(base_url: str, mode: str | None) -> Iterator[FlagsServer | None]:
+    """Start the bundled server in ``mode`` at ``base_url``'s port if nothing answers there.
+
+    Yields the server it started, or None when it started none (no mode, not
+    a loopback URL, or something already answers).
+    """
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or '', parts.port
+    if mode is None or port is None or host not in LOOPBACK_NAMES or port_answers(host, port):
+        yield None
+        return
+    bind = 'localhost' if host == 'localhost' else host
+    with running_server(mode, port=port, bind=bind, tied=True) as server:
+        yield server
+
+
+def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
+    """GET ``path`` from the root of the server of ``base_url``, decoded from JSON.
+
+    None for a server off loopback (only the bundled one has these pages,
+    and a run must not send extra requests to a real site) and for anything
+    that is not an answer in JSON.
+    """
+    parts = urlsplit(base_url)
+    if parts.hostname not in LOOPBACK_NAMES:
+        return None
+    try:
+        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}',
+                                    timeout=timeout) as resp:
+            return json.load(resp)
+    except (OSError, ValueError):
+        return None
+
+
+def server_stats(base_url: str, reset: bool = False) -> dict[str, Any] | None:
+    """/stats (or /stats/reset) of a bundled server on loopback; None otherwise."""
+    data = server_json(base_url, '/stats/reset' if reset else '/stats')
+    return data if isinstance(data, dict) and 'peak_in_flight' in data else None
