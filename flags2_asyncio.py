@@ -14,65 +14,65 @@ Sample run::
 """
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Iterable
 from http import HTTPStatus
+from pathlib import Path
 
-import httpx
+import httpx2  # httpx's maintained continuation, same API
 import tqdm
 
 from flags2_common import (
+    DEFAULT_TIMEOUT,
+    DEST_DIR,
+    DownloadCounter,
     DownloadStatus,
-    FlagBody,
-    code_from_error,
-    ctrl_c_cancels,
     flag_url,
-    interrupted,
     main,
-    make_async_client,
     record_error,
-    report_ok,
     save_flag,
-    unless_started,
+    say,
 )
+
+from flags2.clients import make_async_client
+from flags2.failures import aread_flag, code_from_error
+from flags2.interrupts import ctrl_c_cancels, finish_even_if_cancelled, freeze_progress_bar
 
 DEFAULT_CONCUR_REQ = 5
 MAX_CONCUR_REQ = 1000
 
 
-async def get_flag(client: httpx.AsyncClient, base_url: str, cc: str) -> bytes:
+async def get_flag(client: httpx2.AsyncClient, base_url: str, cc: str) -> bytes:
     url = flag_url(base_url, cc)
     async with client.stream('GET', url, follow_redirects=True) as resp:
-        body = FlagBody(resp)  # refuses a body over the size cap
-        async for chunk in resp.aiter_bytes():
-            body.add(chunk)
-        resp.raise_for_status()
-        return body.image()  # refuses anything but a GIF
+        return await aread_flag(resp)  # raises for an HTTP error, a cut-short body, or no GIF
 
 
-async def download_one(client: httpx.AsyncClient, cc: str, base_url: str,
+async def download_one(client: httpx2.AsyncClient, cc: str, base_url: str, dest: Path,
                        semaphore: asyncio.Semaphore, verbose: bool) -> DownloadStatus:
     try:
         async with semaphore:  # the only throttle: at most concur_req requests at once
             image = await get_flag(client, base_url, cc)
-    except httpx.HTTPStatusError as exc:
+    except httpx2.HTTPStatusError as exc:
         if exc.response.status_code != HTTPStatus.NOT_FOUND:
             raise  # the supervisor reports every other failure
         status = DownloadStatus.NOT_FOUND
     else:
         # File I/O off the loop; once started, a save completes even after Ctrl-C.
-        await unless_started(asyncio.to_thread(save_flag, image, f'{cc}.gif'))
+        await finish_even_if_cancelled(asyncio.to_thread(save_flag, image, dest / f'{cc}.gif'))
         status = DownloadStatus.OK
-    return report_ok(cc, status, verbose)
+    if verbose:
+        say(f'{cc} {status.value}')
+    return status
 
 
-async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
-                     concur_req: int) -> Counter[DownloadStatus]:
-    counter: Counter[DownloadStatus] = Counter()
+async def supervisor(cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
+                     dest: Path, timeout: float) -> DownloadCounter:
+    counter = DownloadCounter()
     semaphore = asyncio.Semaphore(concur_req)
-    async with make_async_client(concur_req) as client:
+    async with make_async_client(concur_req, timeout) as client:
         # Tasks, created in sorted order, wait on the semaphore in that order.
-        to_do = [asyncio.create_task(download_one(client, cc, base_url, semaphore, verbose))
+        to_do = [asyncio.create_task(
+                     download_one(client, cc, base_url, dest, semaphore, verbose))
                  for cc in sorted(cc_list)]
         to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
         if not verbose:
@@ -83,21 +83,23 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
                 try:
                     status = await coro
                 except asyncio.CancelledError:  # by Ctrl-C: this download never finished
-                    interrupted(to_do_iter, counter)
+                    counter.interrupted = True
+                    freeze_progress_bar(to_do_iter, counter.total())
                     continue
-                except (httpx.HTTPError, OSError) as exc:
+                except (httpx2.HTTPError, OSError) as exc:
                     error = exc  # 'exc' is unbound once the except clause ends
                 if error is not None:
                     # as_completed yields new awaitables, not our tasks: the code
                     # comes from the URL the failed request asked for.
-                    status = record_error(code_from_error(error), error, verbose)
+                    status = record_error(counter, code_from_error(error), error, verbose)
                 counter[status] += 1
     return counter
 
 
-def download_many(cc_list: list[str], base_url: str, verbose: bool,
-                  concur_req: int) -> Counter[DownloadStatus]:
-    return asyncio.run(supervisor(cc_list, base_url, verbose, concur_req))
+def download_many(cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
+                  *, dest: Path = DEST_DIR, timeout: float = DEFAULT_TIMEOUT
+                  ) -> DownloadCounter:
+    return asyncio.run(supervisor(cc_list, base_url, verbose, concur_req, dest, timeout))
 
 
 def cli() -> None:

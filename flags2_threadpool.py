@@ -1,7 +1,7 @@
 """Download flags with a pool of threads sharing one HTTP client.
 
 The executor is the throttle: ``-m N`` means N worker threads, and the
-client's connection pool is sized to match. Sample run::
+client has room for exactly N connections. Sample run::
 
     $ python flags2_threadpool.py -a
     LOCAL site: http://localhost:8000/flags
@@ -9,43 +9,47 @@ client's connection pool is sized to match. Sample run::
     30 concurrent connections will be used.
     --------------------
     194 flags downloaded.
+    Peak requests in flight at the server: 1.
     Elapsed time: 0.30s
 """
 
-from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
 
-import httpx
+import httpx2  # httpx's maintained continuation, same API
 import tqdm
 
 from flags2_common import (
+    DEFAULT_TIMEOUT,
+    DEST_DIR,
+    DownloadCounter,
     DownloadStatus,
-    cancel_pending,
-    completed,
-    interrupted,
     main,
-    make_client,
     record_error,
 )
 from flags2_sequential import download_one
+
+from flags2.clients import make_client
+from flags2.interrupts import freeze_progress_bar, uncounted_successes
 
 DEFAULT_CONCUR_REQ = 30
 MAX_CONCUR_REQ = 1000
 
 
-def download_many(cc_list: list[str], base_url: str, verbose: bool,
-                  concur_req: int) -> Counter[DownloadStatus]:
-    counter: Counter[DownloadStatus] = Counter()
+def download_many(cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
+                  *, dest: Path = DEST_DIR, timeout: float = DEFAULT_TIMEOUT
+                  ) -> DownloadCounter:
+    counter = DownloadCounter()
     done_iter: Iterable[Future[DownloadStatus]] = ()
     to_do_map: dict[Future[DownloadStatus], str] = {}
     # The client closes before the executor joins its threads: that ends the
     # reads of running downloads, so after Ctrl-C the join is quick.
     with ThreadPoolExecutor(max_workers=concur_req) as executor, \
-            make_client(concur_req) as client:
+            make_client(concur_req, timeout) as client:
         try:
             for cc in sorted(cc_list):
-                future = executor.submit(download_one, client, cc, base_url, verbose)
+                future = executor.submit(download_one, client, cc, base_url, dest, verbose)
                 to_do_map[future] = cc  # a future does not know its code; this dict does
             done_iter = as_completed(to_do_map)
             if not verbose:
@@ -54,13 +58,14 @@ def download_many(cc_list: list[str], base_url: str, verbose: bool,
                 cc = to_do_map.pop(future)  # the map keeps what is not counted yet
                 try:
                     status = future.result()
-                except (httpx.HTTPError, OSError) as exc:
-                    status = record_error(cc, exc, verbose)
+                except (httpx2.HTTPError, OSError) as exc:
+                    status = record_error(counter, cc, exc, verbose)
                 counter[status] += 1
         except KeyboardInterrupt:  # Ctrl-C: drop what has not started, report the rest
-            cancel_pending(executor)
-            interrupted(done_iter, counter)
-    counter.update(completed(to_do_map))  # empty unless interrupted
+            executor.shutdown(wait=False, cancel_futures=True)
+            counter.interrupted = True
+            freeze_progress_bar(done_iter, counter.total())
+    counter.update(uncounted_successes(to_do_map))  # none unless interrupted
     return counter
 
 

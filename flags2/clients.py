@@ -1,0 +1,302 @@
+"""The one HTTP client of a run, with room for exactly concur_req connections.
+
+The semaphore (asyncio) or the executor (threadpool) must be the only
+throttle: httpx's default pool of 100 connections silently capped ``-m 1000``
+in the book's asyncio script. So each run has one client whose connections
+add up to concur_req.
+
+They are spread over small clients ("shards") of SHARD_SIZE connections:
+httpcore2's pool still walks every connection of a pool, and polls each idle
+socket, whenever a request starts or ends, so one pool of 676 connections
+costs time quadratic in its size (docs/performance.md has the figures, and
+``python benchmarks/plumbing.py`` measures them again). That can go once
+httpx2 ships incremental pool bookkeeping (pydantic/httpx2 pull request
+#1169): when the benchmark shows one plain pool within 10% of the shards,
+``make_client`` becomes ``httpx2.Client(limits=..., timeout=...)``.
+
+Each shard is a whole ``httpx2.Client``, built with httpx2's defaults, so a
+run honours the environment as httpx2 does: HTTP_PROXY, HTTPS_PROXY,
+ALL_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+import httpx2
+
+SHARD_SIZE = 4
+
+
+def make_client(concur_req: int, timeout: float) -> httpx2.Client:
+    return httpx2.Client(transport=ShardedTransport(concur_req, timeout), timeout=timeout)
+
+
+def make_async_client(concur_req: int, timeout: float) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, timeout),
+                              timeout=timeout)
+
+
+def preload_http_stack() -> None:
+    """Import now what httpx2 imports when it builds its first connection pool.
+
+    httpcore2, anyio and its streams take ~25 ms on a 2-core VM: without
+    this, the first request of a run pays for them, inside Elapsed, which the
+    book's figures (httpx then imported httpcore up front) never included.
+    """
+    import httpcore2  # noqa: F401
+
+
+# ------------------------------------------------------------ the shards
+
+def shard_sizes(concur_req: int) -> list[int]:
+    """Split ``concur_req`` connections into shards of at most SHARD_SIZE, evenly."""
+    count = -(-concur_req // SHARD_SIZE)
+    return [concur_req // count + (i < concur_req % count) for i in range(count)]
+
+
+def shard_limits(size: int) -> httpx2.Limits:
+    return httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+
+
+class ShardLoad:
+    """Which shard takes the next request; thread-safe for the threadpool.
+
+    ``free`` holds one entry per idle connection, the most recently freed
+    last, so ``take`` is O(1) and a fast server is served by a few warm
+    connections. The caller never has more than concur_req requests open,
+    so a free connection always exists.
+    """
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.open = [0] * len(sizes)
+        self.free = [i for i in reversed(range(len(sizes))) for _ in range(sizes[i])]
+        self.lock = threading.Lock()
+
+    def take(self) -> int:
+        with self.lock:
+            if self.free:
+                index = self.free.pop()
+            else:  # more requests than connections: queue at the least busy shard
+                index = min(range(len(self.open)), key=self.open.__getitem__)
+            self.open[index] += 1
+        return index
+
+    def release_once(self, index: int) -> Callable[[], None]:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self.lock:
+                if not released:
+                    released = True
+                    self.open[index] -= 1
+                    if self.open[index] < self.sizes[index]:
+                        self.free.append(index)
+        return release
+
+
+Shard = TypeVar('Shard', httpx2.Client, httpx2.AsyncClient)
+
+
+class Shards(Generic[Shard]):
+    """The small clients of one transport, each built when a request first needs it."""
+
+    def __init__(self, concur_req: int, build: Callable[[int], Shard]) -> None:
+        self.sizes = shard_sizes(concur_req)
+        self.build: Callable[[int], Shard] = build
+        self.load = ShardLoad(self.sizes)
+        self.built: list[Shard | None] = [None] * len(self.sizes)
+        self.lock = threading.Lock()
+
+    def pick(self) -> tuple[Shard, Callable[[], None]]:
+        """A shard with a free connection, and the call that frees it again."""
+        index = self.load.take()
+        shard = self.built[index]
+        if shard is None:
+            with self.lock:  # two threadpool workers may reach an unbuilt shard at once
+                shard = self.built[index]
+                if shard is None:
+                    shard = self.built[index] = self.build(self.sizes[index])
+        return shard, self.load.release_once(index)
+
+    def all(self) -> list[Shard]:
+        return [shard for shard in self.built if shard is not None]
+
+
+class ReleasingStream(httpx2.SyncByteStream):
+    """A response body that frees its shard's connection slot when closed."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None]) -> None:
+        self.stream, self.release = stream, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.stream
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        finally:
+            self.release()
+
+
+class AsyncReleasingStream(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
+        self.stream, self.release = stream, release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self.stream.aclose()
+        finally:
+            self.release()
+
+
+class ShardedTransport(httpx2.BaseTransport):
+    def __init__(self, concur_req: int, timeout: float) -> None:
+        self.timeout = timeout
+        self.tls = LazyTLSContext()
+        self.sockets = OpenSockets()
+        self.shards = Shards(concur_req, self.build)
+
+    def build(self, size: int) -> httpx2.Client:
+        return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        shard, release = self.shards.pick()
+        request.extensions['trace'] = self.sockets.trace
+        try:
+            response = shard.send(request, stream=True)
+        except BaseException:
+            release()
+            raise
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        response.stream = ReleasingStream(response.stream, release)
+        return response
+
+    def close(self) -> None:
+        """Close every connection, ending reads that other threads still wait on."""
+        self.sockets.shut_down()
+        for shard in self.shards.all():
+            shard.close()
+
+
+class AsyncShardedTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, concur_req: int, timeout: float) -> None:
+        self.timeout = timeout
+        self.tls = LazyTLSContext()
+        self.shards = Shards(concur_req, self.build)
+
+    def build(self, size: int) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(limits=shard_limits(size), verify=self.tls,
+                                  timeout=self.timeout)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        shard, release = self.shards.pick()
+        try:
+            response = await shard.send(request, stream=True)
+        except BaseException:
+            release()
+            raise
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = AsyncReleasingStream(response.stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self.shards.all():
+            await shard.aclose()
+
+
+# ------------------------------------------------- Ctrl-C in the threadpool
+
+class OpenSockets:
+    """The sockets of a sync transport, so closing it can wake blocked readers.
+
+    Closing a socket does not wake a thread blocked reading it: after Ctrl-C,
+    threadpool workers waiting on a slow server kept the process alive until
+    their reads timed out. Shutting the sockets down ends those reads at
+    once. The sockets are learnt from httpcore2's documented ``trace``
+    request extension, which reports each new connection's network stream.
+    """
+
+    CONNECTED = ('connection.connect_tcp.complete', 'connection.start_tls.complete')
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self.closing = False
+        self.lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event not in self.CONNECTED:
+            return
+        sock = info['return_value'].get_extra_info('socket')
+        if not isinstance(sock, socket.socket):
+            return
+        with self.lock:
+            if not self.closing:
+                self.sockets.add(sock)
+                return
+        # Connected after shut_down began: this worker's first read would
+        # otherwise wait for the server, and hold up the executor's join.
+        shut_down(sock)
+
+    def shut_down(self) -> None:
+        with self.lock:
+            self.closing = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            shut_down(sock)
+
+
+def shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+# ------------------------------------------------------------------ TLS
+
+class LazyTLSContext(ssl.SSLContext):
+    """httpx2's own TLS context, made when a first handshake needs it.
+
+    Making it (``httpx2.create_ssl_context``, which reads SSL_CERT_FILE and
+    SSL_CERT_DIR) loads the CA certificates: 25-50 ms that a run against a
+    plain-http server never needs to pay; a redirect to https still gets a
+    verifying context. httpcore2 sets ALPN on the context it is given before
+    each handshake, so that is passed on.
+    """
+
+    def __new__(cls) -> LazyTLSContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.real: ssl.SSLContext | None = None
+        self.alpn: list[str] = []
+
+    def loaded(self) -> ssl.SSLContext:
+        with self.lock:
+            if self.real is None:
+                self.real = httpx2.create_ssl_context()
+            if self.alpn:
+                self.real.set_alpn_protocols(self.alpn)
+            return self.real
+
+    def set_alpn_protocols(self, alpn_protocols: Any) -> None:
+        self.alpn = list(alpn_protocols)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # sync httpcore2
+        return self.loaded().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # anyio, for asyncio
+        return self.loaded().wrap_bio(*args, **kwargs)

@@ -1,0 +1,206 @@
+"""What counts as a flag, and the words for every way a download can fail.
+
+The cause of a failure is decided by exception types, status codes and
+errno values, never by the text of a message: a new wording in httpx2,
+httpcore2 or h11 must not silently move a failure to another cause. Where a
+type alone says too little (h11 reports a body cut short and a garbled
+response head with the same exception), the place where it was raised
+decides: ``read_flag`` turns a protocol error met while reading the body
+into ``IncompleteBody``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from http import HTTPStatus
+from pathlib import Path
+from typing import NoReturn
+
+import httpx2
+
+MAX_FLAG_BYTES = 1024 * 1024
+GIF_MAGIC = (b'GIF87a', b'GIF89a')
+
+
+class BadFlagError(httpx2.HTTPError):
+    """A response we refuse to save: not a GIF, or too large.
+
+    A subclass of httpx2.HTTPError carrying its request, so the variants
+    handle it (and recover its URL) like every other download failure.
+    """
+
+    def __init__(self, message: str, request: httpx2.Request) -> None:
+        super().__init__(message)
+        self.request = request
+
+
+class IncompleteBody(httpx2.RemoteProtocolError):
+    """The server closed the connection before the body was whole."""
+
+
+class FlagBody:
+    """Collects a response body, refusing anything over the cap or not a GIF."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self.response = response
+        self.chunks: list[bytes] = []
+        self.size = 0
+        length = response.headers.get('content-length', '')
+        if length.isdigit() and int(length) > MAX_FLAG_BYTES:
+            self.too_large()
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_FLAG_BYTES:
+            self.too_large()
+        self.chunks.append(chunk)
+
+    def too_large(self) -> NoReturn:
+        raise BadFlagError(f'response over {format_size(MAX_FLAG_BYTES)}',
+                           self.response.request)
+
+    def incomplete(self, exc: httpx2.RemoteProtocolError) -> NoReturn:
+        raise IncompleteBody(str(exc), request=self.response.request) from exc
+
+    def image(self) -> bytes:
+        """The flag, once the status says it is one and the bytes say it is a GIF."""
+        self.response.raise_for_status()
+        body = b''.join(self.chunks)
+        if not body.startswith(GIF_MAGIC):
+            kind = self.response.headers.get('content-type', 'no content type')
+            raise BadFlagError(f'not a GIF ({kind.split(";")[0]})', self.response.request)
+        return body
+
+
+def read_flag(response: httpx2.Response) -> bytes:
+    """The body of a streamed response, checked: see ``FlagBody``.
+
+    The body is read before the status is checked, so an error page is
+    drained and its kept-alive connection serves the next request.
+    """
+    body = FlagBody(response)
+    try:
+        for chunk in response.iter_bytes():
+            body.add(chunk)
+    except httpx2.RemoteProtocolError as exc:
+        body.incomplete(exc)
+    return body.image()
+
+
+async def aread_flag(response: httpx2.Response) -> bytes:
+    """``read_flag`` for an AsyncClient's response."""
+    body = FlagBody(response)
+    try:
+        async for chunk in response.aiter_bytes():
+            body.add(chunk)
+    except httpx2.RemoteProtocolError as exc:
+        body.incomplete(exc)
+    return body.image()
+
+
+def format_size(n: int) -> str:
+    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
+        return f'{n // (1024 * 1024)} MiB'
+    if n >= 1024 and n % 1024 == 0:
+        return f'{n // 1024} KiB'
+    return f'{n} bytes'
+
+
+# ------------------------------------------------------------- the words
+
+def error_cause(exc: BaseException) -> str:
+    """Words a reader understands for why one download failed. Never empty."""
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return http_error_text(exc.response)
+    if isinstance(exc, BadFlagError):
+        return str(exc)
+    if isinstance(exc, httpx2.TimeoutException):
+        return timeout_text(exc)
+    if isinstance(exc, httpx2.TooManyRedirects):
+        return 'too many redirects'
+    if isinstance(exc, IncompleteBody):
+        return 'incomplete response body'
+    if isinstance(exc, httpx2.TransportError) and (cause := os_error_cause(exc)):
+        return cause
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return f'protocol error: {details(exc)}'
+    if isinstance(exc, httpx2.ConnectError):
+        return f'connection failed: {details(exc)}'
+    if isinstance(exc, httpx2.TransportError):
+        return f'network error: {details(exc)}'
+    if isinstance(exc, OSError):
+        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or details(exc)}'
+    if isinstance(exc, httpx2.DecodingError):
+        return f'undecodable response body: {details(exc)}'
+    return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'
+
+
+def http_error_text(response: httpx2.Response) -> str:
+    code = response.status_code
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = response.reason_phrase
+    return f'HTTP {code} {phrase}'.strip()
+
+
+def timeout_text(exc: httpx2.TimeoutException) -> str:
+    """'timed out after 3.1 s': the limit comes from the request that timed out."""
+    try:
+        limits = exc.request.extensions.get('timeout', {})
+    except RuntimeError:  # an exception made without its request
+        limits = {}
+    kind = {httpx2.ConnectTimeout: 'connect', httpx2.WriteTimeout: 'write',
+            httpx2.PoolTimeout: 'pool'}.get(type(exc), 'read')
+    limit = limits.get(kind)
+    return f'timed out after {limit:g} s' if isinstance(limit, (int, float)) else 'timed out'
+
+
+OS_ERROR_CAUSES = {
+    errno.ECONNREFUSED: 'connection refused',
+    errno.ECONNRESET: 'connection reset',
+    errno.EPIPE: 'connection reset',
+}
+
+
+def os_error_cause(exc: BaseException) -> str | None:
+    """Name a connection failure by the OSError httpx2 chains below it, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return 'host name not found'
+        if isinstance(seen, OSError) and seen.errno in OS_ERROR_CAUSES:
+            return OS_ERROR_CAUSES[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def details(exc: BaseException) -> str:
+    return str(exc) or f'{type(exc).__name__} with no details'
+
+
+def short_cause(cause: str) -> str:
+    """The cause without the HTTP reason phrase or the time limit, for the summary."""
+    if cause.startswith('HTTP '):
+        return ' '.join(cause.split()[:2])
+    if cause.startswith('timed out'):
+        return 'timed out'
+    return cause
+
+
+def code_from_error(exc: BaseException) -> str:
+    """The country code of a failed download, from the URL it requested.
+
+    asyncio.as_completed may hand back other awaitables than the ones it was
+    given, so the asyncio variant cannot look a failure up by its task; every
+    failure it sees carries its request, whose URL ends in ``cc.gif``.
+    """
+    if isinstance(exc, httpx2.HTTPError):
+        try:
+            return Path(exc.request.url.path).stem.upper()
+        except RuntimeError:  # an exception made without its request
+            return '??'
+    if isinstance(exc, OSError) and exc.filename:  # save_flag names the flag
+        return Path(exc.filename).stem.upper()
+    return '??'
