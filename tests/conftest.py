@@ -1,88 +1,36 @@
-"""Fixtures: the real bundled server on loopback, on ephemeral ports, and a
-way to run each variant as a user does, in a subprocess."""
+"""Fixtures and helpers shared by the test modules: the real bundled server on
+loopback, on ephemeral ports, and a way to run each variant as a user does,
+in a subprocess."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from PIL import Image
 
-from flags2_common import stop_process
+from flags2.servers import FlagsServer, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
 CONCURRENT_VARIANTS = ('threadpool', 'asyncio')
 
-
-@dataclass
-class FlagsServer:
-    """One flags_server.py process serving one mode on an ephemeral port."""
-
-    proc: subprocess.Popen[str]
-    port: int
-    mode: str
-
-    @property
-    def url(self) -> str:
-        return f'http://127.0.0.1:{self.port}/flags'
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(f'http://127.0.0.1:{self.port}{path}', timeout=5) as r:
-            return json.load(r)
-
-    def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.get_json('/stats')
-        return data
-
-    def reset(self) -> None:
-        urllib.request.urlopen(f'http://127.0.0.1:{self.port}/stats/reset', timeout=5).close()
-
-
-def launch_server(mode: str, *options: str, bind: str | None = '127.0.0.1',
-                  stdin: int | None = None) -> subprocess.Popen[str]:
-    """Start flags_server.py on an ephemeral port (``bind`` None: its default)."""
-    bind_args = ['--bind', bind] if bind is not None else []
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / 'flags_server.py'), '--mode', mode, '--port', '0',
-         *bind_args, *options],
-        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def ready_server(proc: subprocess.Popen[str], mode: str) -> FlagsServer:
-    """Wait until a launched server says it is ready; its first line names its port."""
-    assert proc.stdout is not None
-    first = proc.stdout.readline()  # "DELAY mode serving http://127.0.0.1:PORT/flags"
-    ready = proc.stdout.readline()
-    if not ready.startswith('Ready'):
-        proc.kill()
-        raise RuntimeError(f'server did not start: {first!r} {proc.communicate()}')
-    port = int(first.rsplit(':', 1)[1].split('/')[0])
-    return FlagsServer(proc, port, mode)
-
-
-def start_server(mode: str, *options: str) -> FlagsServer:
-    return ready_server(launch_server(mode, *options), mode)
-
-
-def stop_server(server: FlagsServer) -> None:
-    stop_process(server.proc)
+ServerFactory = Callable[..., FlagsServer]
 
 
 @pytest.fixture(scope='session')
-def server_factory() -> Iterator[Any]:
+def server_factory() -> Iterator[ServerFactory]:
+    """Start servers with flags2.servers.start_server; all stop when the session ends."""
     started: list[FlagsServer] = []
 
-    def factory(mode: str, *options: str) -> FlagsServer:
-        server = start_server(mode, *options)
+    def factory(mode: str, *options: str, bind: str = '127.0.0.1') -> FlagsServer:
+        server = start_server(mode, *options, bind=bind)
         started.append(server)
         return server
 
@@ -92,30 +40,26 @@ def server_factory() -> Iterator[Any]:
 
 
 @pytest.fixture(scope='session')
-def local_server(server_factory: Any) -> FlagsServer:
-    server: FlagsServer = server_factory('local')
-    return server
+def local_server(server_factory: ServerFactory) -> FlagsServer:
+    return server_factory('local')
 
 
 @pytest.fixture(scope='session')
-def delay_server(server_factory: Any) -> FlagsServer:
+def delay_server(server_factory: ServerFactory) -> FlagsServer:
     """Short delays, so the suite stays fast."""
-    server: FlagsServer = server_factory('delay', '--delay-min', '0.01', '--delay-max', '0.05')
-    return server
+    return server_factory('delay', '--delay-min', '0.01', '--delay-max', '0.05')
 
 
 @pytest.fixture(scope='session')
-def error_server(server_factory: Any) -> FlagsServer:
-    server: FlagsServer = server_factory('error', '--delay-min', '0.01', '--delay-max', '0.03')
-    return server
+def error_server(server_factory: ServerFactory) -> FlagsServer:
+    return server_factory('error', '--delay-min', '0.01', '--delay-max', '0.03')
 
 
 @pytest.fixture(scope='session')
-def slow_server(server_factory: Any) -> FlagsServer:
+def slow_server(server_factory: ServerFactory) -> FlagsServer:
     """Delays long enough that every request of a run overlaps at the server,
     even with 194 threads starting on a busy machine."""
-    server: FlagsServer = server_factory('delay', '--delay-min', '1.0', '--delay-max', '1.1')
-    return server
+    return server_factory('delay', '--delay-min', '1.0', '--delay-max', '1.1')
 
 
 @dataclass
@@ -144,3 +88,34 @@ def free_port() -> int:
         sock.bind(('127.0.0.1', 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def saved_codes(dest: Path) -> list[str]:
+    """The codes of the files in ``dest`` (a temporary file would show up too)."""
+    return sorted(p.stem for p in dest.iterdir())
+
+
+def assert_valid_gifs(dest: Path) -> None:
+    """Every file in ``dest`` is a whole flag GIF."""
+    for path in dest.iterdir():
+        assert path.suffix == '.gif', path
+        with Image.open(path) as img:
+            assert img.format == 'GIF'
+            img.load()  # decodes every pixel: a truncated file fails here
+            assert img.size == (120, 80)
+
+
+def server_processes(port: int) -> list[int]:
+    """PIDs of flags_server.py processes started for ``port`` (reads /proc)."""
+    pids = []
+    for proc in Path('/proc').iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / 'cmdline').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if any(arg.endswith(b'flags_server.py') for arg in cmdline) and \
+                str(port).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
