@@ -40,7 +40,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-CODES_FILE = Path(__file__).with_name('country_codes.txt')
 MODES = ('local', 'delay', 'error')
 DEFAULT_PORTS = {'local': 8000, 'delay': 8001, 'error': 8002}
 DEFAULT_SEED = 'flags2'
@@ -69,9 +68,7 @@ FAULTS = {
 WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
 
 
-def country_codes() -> list[str]:
-    """The 194 codes that have a flag, upper case, sorted."""
-    return sorted(CODES_FILE.read_text().split())
+from flags2.codes import country_codes  # noqa: E402
 
 
 # ---------------------------------------------------------------- the flags
