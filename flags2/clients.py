@@ -49,7 +49,10 @@ def preload_http_stack() -> None:
     httpcore2, anyio and its streams take ~25 ms on a 2-core VM: without
     this, the first request of a run pays for them, inside Elapsed, which the
     book's figures (httpx then imported httpcore up front) never included.
+    An AsyncClient's first request also imports anyio's asyncio backend and
+    its socket streams (another ~15 ms), so those come now too.
     """
+    import anyio._backends._asyncio  # noqa: F401
     import httpcore2  # noqa: F401
 
 
