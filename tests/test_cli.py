@@ -8,21 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VARIANTS, FlagsServer, run_variant
+from conftest import VARIANTS, run_variant
 from flags2_common import (
     POP20_CC,
     SERVERS,
-    UsageError,
-    country_codes,
+    build_parser,
+    concurrency,
     expand_cc_args,
-    parse_args,
-    resolve_server,
+    process_args,
 )
+
+from flags2.codes import country_codes
+from flags2.options import UsageError, resolve_server
+from flags2.servers import FlagsServer
 
 
 def test_codes_file_has_the_194_countries() -> None:
     codes = country_codes()
+    assert isinstance(codes, tuple)
     assert len(codes) == len(set(codes)) == 194
+    assert list(codes) == sorted(codes)
     assert codes[0] == 'AD' and codes[-1] == 'ZW'
 
 
@@ -54,17 +59,17 @@ def test_all_every_and_limit() -> None:
 ])
 def test_concur_req_is_min_of_option_max_and_codes(argv: list[str], expected: int,
                                                    tmp_path: Path) -> None:
-    run = parse_args([*argv, '-o', str(tmp_path)], 5, 300)
-    assert run.concur_req == expected
+    opts = process_args(build_parser(5), [*argv, '-o', str(tmp_path)])
+    assert concurrency(opts.max_req, 300, len(opts.cc_list)) == expected
 
 
 def test_server_labels_are_case_insensitive() -> None:
-    assert resolve_server('delay') == ('DELAY', SERVERS['DELAY'])
-    assert resolve_server('Remote') == ('REMOTE', 'https://www.fluentpython.com/data/flags')
+    assert resolve_server('delay', SERVERS) == ('DELAY', SERVERS['DELAY'])
+    assert resolve_server('Remote', SERVERS) == ('REMOTE', 'https://www.fluentpython.com/data/flags')
 
 
 def test_server_url_is_taken_as_base_url() -> None:
-    assert resolve_server('http://127.0.0.1:9999/flags/') == (
+    assert resolve_server('http://127.0.0.1:9999/flags/', SERVERS) == (
         'http://127.0.0.1:9999/flags/', 'http://127.0.0.1:9999/flags')
 
 
@@ -72,7 +77,7 @@ def test_server_url_is_taken_as_base_url() -> None:
                                     'http://host:port/flags'])
 def test_bad_servers_are_usage_errors(server: str) -> None:
     with pytest.raises(UsageError):
-        resolve_server(server)
+        resolve_server(server, SERVERS)
 
 
 BAD_ARGS = [
@@ -112,7 +117,7 @@ def test_usage_errors(argv: list[str], named: str, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def assert_usage_error(returncode: int, stdout: str, stderr: str, named: str) -> None:
+def assert_usage_error(returncode: object, stdout: str, stderr: str, named: str) -> None:
     assert returncode == 2
     assert stdout == ''
     lines = stderr.splitlines()
@@ -174,3 +179,11 @@ def test_usage_errors_request_nothing(argv: list[str], local_server: FlagsServer
                          env={'FLAGS2_LOCAL_URL': local_server.url})
     assert result.returncode == 2
     assert local_server.stats()['requests'] == before
+
+
+def test_process_args_reports_a_usage_error_through_the_parser(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        process_args(build_parser(5), ['-o', str(tmp_path), 'ZZZ'])
+    out, err = capsys.readouterr()
+    assert_usage_error(exit_info.value.code, out, err, "'ZZZ'")
