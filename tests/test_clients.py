@@ -1,27 +1,34 @@
-"""The shared HTTP clients: which connection a request gets, and when TLS is set up."""
+"""The shared HTTP clients: which connection a request gets, when TLS is set up,
+and that the HTTP stack is loaded before a run's clock starts."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
-from conftest import ROOT, FlagsServer
-from flags2_common import (
+from conftest import ROOT, free_port
+from flags2_common import flag_url
+
+from flags2.clients import (
     AsyncShardedTransport,
     ShardedTransport,
     ShardLoad,
     Shards,
-    flag_url,
     make_async_client,
     make_client,
     shard_sizes,
 )
+from flags2.servers import FlagsServer
+
+TIMEOUT = 5.0
 
 
 def test_shards_hold_exactly_the_connections_asked_for() -> None:
@@ -58,10 +65,10 @@ def test_when_every_connection_is_busy_the_least_busy_shard_queues_it() -> None:
 def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
     builds: list[int] = []
 
-    def slow_build(size: int) -> httpx.HTTPTransport:
+    def slow_build(size: int) -> httpx2.Client:
         builds.append(size)
         time.sleep(0.05)  # wide enough for every thread to find the shard unbuilt
-        return httpx.HTTPTransport()
+        return httpx2.Client()
 
     shards = Shards(4, slow_build)  # one shard of 4 connections
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -73,12 +80,12 @@ def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
 
 
 def test_plain_http_never_loads_ca_certificates(local_server: FlagsServer) -> None:
-    with make_client(5) as client:
+    with make_client(5, TIMEOUT) as client:
         for cc in ('BR', 'CN', 'US'):
             assert client.get(flag_url(local_server.url, cc)).status_code == 200
         transport = client._transport
         assert isinstance(transport, ShardedTransport)
-        assert not transport.tls.loaded
+        assert transport.tls.real is None  # no real TLS context was ever made
         assert transport.tls.cert_store_stats()['x509_ca'] == 0
         assert len(transport.shards.all()) == 1  # one warm shard served them all
 
@@ -91,34 +98,62 @@ def test_the_first_https_handshake_loads_the_ca_certificates(
     https_url = local_server.url.replace('http://', 'https://')
     transport: ShardedTransport | AsyncShardedTransport
     if variant == 'sync':
-        with make_client(1) as client:
+        with make_client(1, TIMEOUT) as client:
             assert client.get(flag_url(local_server.url, 'BR')).status_code == 200
-            with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout)):
+            with pytest.raises((httpx2.ConnectError, httpx2.ConnectTimeout)):
                 client.get(flag_url(https_url, 'BR'), timeout=0.3)
             assert isinstance(client._transport, ShardedTransport)
             transport = client._transport
     else:
         async def fetch() -> AsyncShardedTransport:
-            async with make_async_client(1) as client:
+            async with make_async_client(1, TIMEOUT) as client:
                 assert (await client.get(flag_url(local_server.url, 'BR'))).status_code == 200
-                with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout)):
+                with pytest.raises((httpx2.ConnectError, httpx2.ConnectTimeout)):
                     await client.get(flag_url(https_url, 'BR'), timeout=0.3)
                 assert isinstance(client._transport, AsyncShardedTransport)
                 return client._transport
         transport = asyncio.run(fetch())
-    assert transport.tls.loaded
-    assert transport.tls.cert_store_stats()['x509_ca'] > 0
-    assert transport.tls.verify_mode.name == 'CERT_REQUIRED'
-    assert transport.tls.check_hostname
+    real = transport.tls.real
+    assert real is not None
+    assert real.cert_store_stats()['x509_ca'] > 0
+    assert real.verify_mode.name == 'CERT_REQUIRED'
+    assert real.check_hostname
 
 
-def test_the_http_stack_is_loaded_before_the_clock_starts() -> None:
-    # httpx 0.28 imports httpcore on first use, and httpcore imports anyio's
-    # asyncio backend on the first request: main() loads them before timing.
-    code = ('import sys, asyncio, flags2_common\n'
-            'flags2_common.preload_http_stack()\n'
-            'print(*(name in sys.modules for name in '
-            '("httpcore", "anyio._backends._asyncio", "httpcore._backends.anyio")))\n')
+# What a first request imports when nothing preloaded it: httpcore2 (with h11
+# and anyio) for any client, and anyio's asyncio backend for an AsyncClient.
+HTTP_STACK = ('httpcore2', 'h11', 'anyio', 'anyio._backends._asyncio')
+
+# Runs a variant's real main() in a fresh interpreter, against a server that
+# refuses connections; download_many is wrapped to note, when main calls it
+# (right after starting the clock), which parts of the stack are loaded.
+PRELOAD_PROBE = '''
+import json, sys
+import flags2_{variant} as variant
+from flags2_common import main
+
+stack = {stack!r}
+seen = {{'at import': [m for m in stack if m in sys.modules]}}
+
+def download_many(*args, **kwargs):
+    seen['when timed'] = [m for m in stack if m in sys.modules]
+    return variant.download_many(*args, **kwargs)
+
+try:
+    main(download_many, 1, 1, ['-s', {url!r}, '-o', {dest!r}, 'BR'])
+finally:
+    print(json.dumps(seen))
+'''
+
+
+@pytest.mark.parametrize('variant', ['sequential', 'threadpool', 'asyncio'])
+def test_main_loads_the_http_stack_before_the_clock_starts(
+        variant: str, tmp_path: Path) -> None:
+    url = f'http://127.0.0.1:{free_port()}/flags'  # nothing listens: no request succeeds
+    code = PRELOAD_PROBE.format(variant=variant, stack=HTTP_STACK, url=url,
+                                dest=str(tmp_path))
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
-    assert result.stdout.split() == ['True', 'True', 'True'], result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen['at import'] == [], 'importing the script already loads the stack'
+    assert seen['when timed'] == list(HTTP_STACK), result.stderr
