@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from PIL import Image
 
-from conftest import CONCURRENT_VARIANTS, VARIANTS, FlagsServer, run_variant
-from flags2_common import POP20_CC, country_codes
+import flags2_asyncio
+import flags2_sequential
+import flags2_threadpool
+from conftest import (
+    CONCURRENT_VARIANTS,
+    VARIANTS,
+    assert_valid_gifs,
+    run_variant,
+    saved_codes,
+)
+from flags2_common import POP20_CC, DownloadStatus, save_flag
 from flags_server import Workload
 
-ALL_CODES = country_codes()
+from flags2.clients import make_async_client
+from flags2.codes import country_codes
+from flags2.servers import FlagsServer
 
-
-def saved_codes(dest: Path) -> list[str]:
-    return sorted(p.stem for p in dest.iterdir())
-
-
-def assert_valid_gifs(dest: Path) -> None:
-    for path in dest.iterdir():
-        assert path.suffix == '.gif', path
-        with Image.open(path) as img:
-            assert img.format == 'GIF'
-            img.load()  # decodes every pixel: a truncated file fails here
-            assert img.size == (120, 80)
+ALL_CODES = list(country_codes())
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -110,15 +114,123 @@ def test_peak_in_flight_is_exactly_the_concurrency(
     result = run_variant(variant, '-m', max_req, *args, '-s', slow_server.url,
                          '-o', str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f'{expected} concurrent connections will be used.' in result.lines or expected == 1
+    if expected == 1:
+        assert '1 connection will be used.' in result.lines
+    else:
+        assert f'{expected} concurrent connections will be used.' in result.lines
     assert slow_server.stats()['peak_in_flight'] == expected
     assert f'Peak requests in flight at the server: {expected}.' in result.lines
 
 
-def test_sequential_uses_one_connection(slow_server: FlagsServer, tmp_path: Path) -> None:
-    slow_server.reset()
-    result = run_variant('sequential', '-m', '50', '-l', '2', '-s', slow_server.url,
-                         '-o', str(tmp_path), cwd=tmp_path)
+class CountingRelay:
+    """A TCP relay on loopback in front of a server, counting the connections
+    that carry flag requests (main's /stats requests come on connections of
+    their own)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.listener.settimeout(0.05)
+        self.port: int = self.listener.getsockname()[1]
+        self.first_lines: list[bytes] = []
+        self.stopping = threading.Event()
+        self.sockets: list[socket.socket] = []
+
+    @property
+    def flag_connections(self) -> int:
+        return sum(line.startswith(b'GET /flags/') for line in self.first_lines)
+
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self.port}/flags'
+
+    def accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            upstream = socket.create_connection(('127.0.0.1', self.upstream_port))
+            self.sockets += [client, upstream]
+            index = len(self.first_lines)
+            self.first_lines.append(b'')
+            for src, dst, note in ((client, upstream, index), (upstream, client, None)):
+                threading.Thread(target=self.pipe, args=(src, dst, note), daemon=True).start()
+
+    def pipe(self, src: socket.socket, dst: socket.socket, note: int | None) -> None:
+        try:
+            while data := src.recv(65536):
+                if note is not None and not self.first_lines[note]:
+                    self.first_lines[note] = data.split(b'\r\n', 1)[0]
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CountingRelay]:
+        thread = threading.Thread(target=self.accept_loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.stopping.set()
+            thread.join()
+            self.listener.close()
+            for sock in self.sockets:
+                sock.close()
+
+
+def test_sequential_downloads_every_flag_over_one_connection(delay_server: FlagsServer,
+                                                             tmp_path: Path) -> None:
+    with CountingRelay(delay_server.port).running() as relay:
+        result = run_variant('sequential', '-m', '50', '-l', '10', '-a', '-s', relay.url(),
+                             '-o', str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '1 connection will be used.' in result.lines
-    assert slow_server.stats()['peak_in_flight'] == 1
+    assert '10 flags downloaded.' in result.lines
+    assert relay.flag_connections == 1, relay.first_lines
+
+
+def test_asyncio_semaphore_throttles_even_a_client_with_room_for_more(
+        monkeypatch: pytest.MonkeyPatch, slow_server: FlagsServer, tmp_path: Path) -> None:
+    concur_req = 3
+
+    def roomy_client(concur_req: int, timeout: float) -> Any:
+        return make_async_client(3 * concur_req, timeout)
+
+    monkeypatch.setattr(flags2_asyncio, 'make_async_client', roomy_client)
+    slow_server.reset()
+    counter = flags2_asyncio.download_many(ALL_CODES[:2 * concur_req], slow_server.url, True,
+                                           concur_req, dest=tmp_path, timeout=10)
+    assert counter[DownloadStatus.OK] == 2 * concur_req
+    assert slow_server.stats()['peak_in_flight'] == concur_req
+
+
+def test_threadpool_runs_exactly_concur_req_worker_threads(
+        monkeypatch: pytest.MonkeyPatch, delay_server: FlagsServer, tmp_path: Path) -> None:
+    concur_req = 4
+    workers: set[int] = set()
+    download_one = flags2_sequential.download_one  # what the threadpool submits
+
+    def spy(*args: Any) -> DownloadStatus:
+        workers.add(threading.get_ident())
+        return download_one(*args)
+
+    monkeypatch.setattr(flags2_threadpool, 'download_one', spy)
+    counter = flags2_threadpool.download_many(ALL_CODES[:24], delay_server.url, True,
+                                              concur_req, dest=tmp_path, timeout=10)
+    assert counter[DownloadStatus.OK] == 24
+    assert len(workers) == concur_req
+
+
+def test_saving_a_flag_leaves_an_open_reader_with_the_old_bytes(tmp_path: Path) -> None:
+    path = tmp_path / 'BR.gif'
+    path.write_bytes(b'GIF89a old flag')
+    with path.open('rb') as reader:
+        save_flag(b'GIF89a new flag, a longer one', path)  # replaces; never writes in place
+        assert reader.read() == b'GIF89a old flag'
+    assert path.read_bytes() == b'GIF89a new flag, a longer one'
+    assert saved_codes(tmp_path) == ['BR']  # no temporary file left
