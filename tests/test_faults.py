@@ -6,6 +6,7 @@ the same code path as the command line, without a Python start-up per case.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import os
@@ -15,23 +16,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
-import httpx
+import httpx2
 import pytest
-from test_variants import assert_valid_gifs, saved_codes
 
 import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
-from conftest import VARIANTS, FlagsServer, free_port, launch_server, ready_server, stop_server
-from flags2_common import (
-    DownloadStatus,
-    country_codes,
-    error_cause,
-    expand_cc_args,
-    main,
-    settings,
-)
+from conftest import VARIANTS, assert_valid_gifs, free_port, saved_codes
+from flags2_common import DownloadStatus, expand_cc_args, flag_url, main
 from flags_server import FAULTS, OVERSIZE_BYTES, Workload, flag_gif
+
+from flags2.clients import make_client
+from flags2.codes import country_codes
+from flags2.failures import (
+    BadFlagError,
+    IncompleteBody,
+    error_cause,
+    read_flag,
+    short_cause,
+)
+from flags2.servers import FlagsServer, running_server
 
 MODULES: dict[str, ModuleType] = {
     'sequential': flags2_sequential,
@@ -73,14 +77,11 @@ def test_the_fault_table_covers_every_kind() -> None:
 
 @pytest.fixture(scope='module')
 def fault_servers() -> Iterator[dict[str, FlagsServer]]:
-    """One server per fault kind, started side by side, on the default (loopback) bind."""
-    procs = {kind: launch_server('local', '--fault', kind, '--fault-rate', str(FAULT_RATE),
-                                 bind=None)
-             for kind in FAULTS}
-    servers = {kind: ready_server(proc, 'local') for kind, proc in procs.items()}
-    yield servers
-    for server in servers.values():
-        stop_server(server)
+    """One server per fault kind, bound to 'localhost' as the auto-start binds one."""
+    with contextlib.ExitStack() as stack:
+        yield {kind: stack.enter_context(running_server(
+                   'local', '--fault', kind, '--fault-rate', str(FAULT_RATE), bind='localhost'))
+               for kind in FAULTS}
 
 
 Run = Callable[..., tuple[int, list[str], str]]
@@ -208,7 +209,7 @@ def test_traversal_is_404_even_under_a_fault(path: str,
 
 
 @pytest.mark.skipif(not Path('/proc/net/tcp').exists(), reason='reads /proc/net/tcp')
-def test_binds_loopback_by_default(fault_servers: dict[str, FlagsServer]) -> None:
+def test_localhost_bind_listens_on_loopback_only(fault_servers: dict[str, FlagsServer]) -> None:
     port = fault_servers['418'].port
     listening = set()
     for table in ('/proc/net/tcp', '/proc/net/tcp6'):
@@ -233,24 +234,84 @@ def open_fds() -> int:
 @pytest.mark.parametrize('variant', ['threadpool', 'asyncio'])
 def test_every_code_at_m_1000_leaks_no_fd_or_thread(variant: str, error_server: FlagsServer,
                                                    tmp_path: Path) -> None:
-    settings.start_run(tmp_path, 10.0)
     every = expand_cc_args(True, False, [], None)  # AA to ZZ, as -e gives
     fds, threads = open_fds(), threading.active_count()
-    counter = MODULES[variant].download_many(every, error_server.url, True, 676)
+    counter = MODULES[variant].download_many(every, error_server.url, True, 676,
+                                             dest=tmp_path, timeout=10.0)
     failing = [cc for cc in ALL_CODES if Workload('error').fails(cc)]
     assert counter == Counter({DownloadStatus.OK: 194 - len(failing),
                                DownloadStatus.NOT_FOUND: 676 - 194,
                                DownloadStatus.ERROR: len(failing)})
-    assert settings.error_causes == Counter({'HTTP 418': len(failing)})
+    assert counter.causes == Counter({'HTTP 418': len(failing)})
     assert len(saved_codes(tmp_path)) == 194 - len(failing)
     assert (open_fds(), threading.active_count()) == (fds, threads)
 
 
-@pytest.mark.parametrize('exc', [
-    httpx.DecodingError(''), httpx.ReadError(''), httpx.RemoteProtocolError(''),
-    httpx.UnsupportedProtocol(''), httpx.HTTPError(''), OSError(),
+# ------------------------------------------- the words for each exception
+
+@pytest.mark.parametrize(('exc', 'cause'), [
+    (httpx2.DecodingError(''), 'undecodable response body: DecodingError with no details'),
+    (httpx2.ReadError(''), 'network error: ReadError with no details'),
+    (httpx2.RemoteProtocolError(''), 'protocol error: RemoteProtocolError with no details'),
+    (httpx2.ConnectError('boom'), 'connection failed: boom'),
+    (httpx2.UnsupportedProtocol(''), 'network error: UnsupportedProtocol with no details'),
+    (httpx2.TooManyRedirects(''), 'too many redirects'),
+    (httpx2.ReadTimeout(''), 'timed out'),
+    (httpx2.HTTPError(''), 'unexpected HTTPError: no details'),
+    (OSError(), 'cannot save flag: OSError with no details'),
+    (OSError(errno.ENOSPC, 'No space left on device', '/x/BR.gif'),
+     'cannot save BR.gif: No space left on device'),
 ])
-def test_a_cause_is_never_empty_nor_a_bare_class_name(exc: Exception) -> None:
-    cause = error_cause(exc)
-    assert ' ' in cause.strip()  # words, not a bare class name
-    assert not cause.rstrip().endswith(':')  # nor a label with nothing after it
+def test_a_cause_is_never_empty_nor_a_bare_class_name(exc: Exception, cause: str) -> None:
+    assert error_cause(exc) == cause
+
+
+def get_flag(url: str, timeout: float = TIMEOUT) -> bytes:
+    """What the sequential script does for one flag, with the real stack."""
+    with make_client(1, timeout) as client, \
+            client.stream('GET', url, follow_redirects=True) as resp:
+        return read_flag(resp)
+
+
+def caught(url: str) -> BaseException:
+    with pytest.raises((httpx2.HTTPError, OSError)) as info:
+        get_flag(url)
+    return info.value
+
+
+REAL_TYPES: dict[str, type[BaseException]] = {
+    '418': httpx2.HTTPStatusError,
+    '500': httpx2.HTTPStatusError,
+    '503': httpx2.HTTPStatusError,
+    'reset': httpx2.ReadError,
+    'truncate': IncompleteBody,
+    'bad-length': IncompleteBody,
+    'stall': httpx2.ReadTimeout,
+    'html': BadFlagError,
+    'oversize': BadFlagError,
+    'redirect-loop': httpx2.TooManyRedirects,
+}
+
+
+@pytest.mark.parametrize('kind', FAULTS)
+def test_each_cause_names_the_real_exception_of_its_fault(
+        kind: str, fault_servers: dict[str, FlagsServer]) -> None:
+    exc = caught(flag_url(fault_servers[kind].url, FAILING[0]))
+    assert type(exc) is REAL_TYPES[kind]
+    assert error_cause(exc) == CAUSES[kind]
+    assert short_cause(error_cause(exc)) == SUMMARIES.get(kind, CAUSES[kind])
+
+
+def test_nothing_listening_is_connection_refused() -> None:
+    exc = caught(flag_url(f'http://127.0.0.1:{free_port()}/flags', 'BR'))
+    assert type(exc) is httpx2.ConnectError
+    assert error_cause(exc) == 'connection refused'
+
+
+def test_a_host_that_does_not_resolve_is_host_name_not_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ('HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy'):
+        monkeypatch.delenv(name, raising=False)  # the name must go to the resolver
+    exc = caught(flag_url('http://flags.invalid/flags', 'BR'))  # .invalid never resolves
+    assert type(exc) is httpx2.ConnectError
+    assert error_cause(exc) == 'host name not found'
