@@ -11,33 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    ROOT,
-    VARIANTS,
+from conftest import ROOT, VARIANTS, free_port, run_variant, server_processes
+
+from flags2.servers import (
     FlagsServer,
-    free_port,
-    launch_server,
-    ready_server,
-    run_variant,
+    bundled_server,
+    port_answers,
+    running_server,
+    start_server,
+    stop_server,
 )
-from flags2_common import port_answers
-
-
-def server_processes(port: int) -> list[int]:
-    """PIDs of flags_server.py processes started for ``port``."""
-    pids = []
-    for proc in Path('/proc').iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / 'cmdline').read_bytes().split(b'\0')
-        except OSError:
-            continue
-        if any(arg.endswith(b'flags_server.py') for arg in cmdline) and \
-                str(port).encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
 
 pytestmark = pytest.mark.skipif(not Path('/proc').is_dir(),
                                 reason='finds leftover processes through /proc')
@@ -86,16 +69,48 @@ def test_server_tied_to_stdin_exits_cleanly_however_it_is_stopped(sigterm_first:
     # A run's end closes the server's stdin and sends SIGTERM; either may act
     # first. The server must exit 0 at once, not stall a second in shutdown and
     # abort with "Fatal Python error" because its stdin watcher held a lock.
-    proc = launch_server('local', '--exit-with-stdin', stdin=subprocess.PIPE)
+    server = start_server('local', tied=True)
+    proc = server.proc
     try:
-        ready_server(proc, 'local')
         if sigterm_first:
             proc.terminate()
             time.sleep(0.05)  # EOF arrives while the server is shutting down
         _, err = proc.communicate(timeout=5)  # closes stdin
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_server(server)
     assert proc.returncode == 0, err
     assert err == ''
+
+
+def test_bundled_server_leaves_nothing_behind(tmp_path: Path) -> None:
+    port = free_port()
+    with bundled_server(f'http://127.0.0.1:{port}/flags', 'local') as server:
+        assert server is not None
+        assert port_answers('127.0.0.1', port)
+        assert server_processes(port) == [server.proc.pid]
+    assert not port_answers('127.0.0.1', port)
+    assert server_processes(port) == []
+
+
+def test_bundled_server_leaves_nothing_behind_when_the_block_raises() -> None:
+    port = free_port()
+    with pytest.raises(RuntimeError), \
+            bundled_server(f'http://127.0.0.1:{port}/flags', 'local') as server:
+        assert server is not None
+        raise RuntimeError('the run failed')
+    assert not port_answers('127.0.0.1', port)
+    assert server_processes(port) == []
+
+
+def test_running_server_leaves_nothing_behind() -> None:
+    with running_server('delay') as server:  # port 0: the kernel picks one
+        assert port_answers('127.0.0.1', server.port)
+    assert not port_answers('127.0.0.1', server.port)
+    assert server.proc.returncode is not None  # exited and reaped
+    assert not Path(f'/proc/{server.proc.pid}').exists()
+
+
+def test_bundled_server_starts_nothing_when_a_server_answers(local_server: FlagsServer) -> None:
+    with bundled_server(local_server.url, 'local') as server:
+        assert server is None
+    assert port_answers('127.0.0.1', local_server.port)  # left alone
