@@ -14,21 +14,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_autostart import server_processes
-from test_variants import assert_valid_gifs
 
-from conftest import ROOT, VARIANTS, FlagsServer, free_port
-from flags2_common import country_codes, port_answers
+from conftest import ROOT, VARIANTS, assert_valid_gifs, free_port, server_processes
 from flags_server import Workload
 
+from flags2.codes import country_codes
+from flags2.servers import FlagsServer, port_answers
+
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends SIGINT')
+
+GOAL = 1.0  # seconds from Ctrl-C to exit
+LIMIT = 2 * GOAL  # what the tests allow: a loaded CI machine gets twice the margin
 
 STALL_RATE = 0.5
 STALLING = Workload('delay', error_rate=STALL_RATE, fault_kind='stall')
 # Start at a code that answers, so even the sequential script finishes one
 # download before it meets a stalled one.
 FIRST_OK = next(i for i, cc in enumerate(country_codes()) if not STALLING.fails(cc))
-CODES = country_codes()[FIRST_OK:]
+CODES = list(country_codes()[FIRST_OK:])
 
 
 @pytest.fixture(scope='module')
@@ -72,12 +75,12 @@ def start(variant: str, *args: str, cwd: Path,
 
 def assert_clean_interrupt(proc: subprocess.Popen[str], seconds: float, total: int,
                            dest: Path) -> list[str]:
-    """Exit 130 within a second, a full report with the interrupted line, no traceback,
+    """Exit 130 within LIMIT, a full report with the interrupted line, no traceback,
     and exactly the reported flags in ``dest``, each one complete."""
     out, err = proc.communicate()
     lines = out.splitlines()
     assert proc.returncode == 130, (out, err)
-    assert seconds < 1, f'took {seconds:.2f} s to stop'
+    assert seconds < LIMIT, f'took {seconds:.2f} s to stop'
     assert 'Traceback' not in err
     saved = sorted(dest.iterdir()) if dest.exists() else []
     if saved:
