@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, FlagsServer, Result, free_port, run_variant, start_server, stop_server
+from conftest import ROOT, Result, free_port, run_variant
+
+from flags2.servers import FlagsServer, start_server, stop_server
 
 GUIDE = ROOT / 'docs' / 'companion.md'
 FENCE = re.compile(r'^( *)```([^\n`]*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
@@ -208,3 +210,17 @@ def test_console_block_runs_as_shown(block: Block, guide_runs: dict[str, Result]
         real = {line.strip() for line in result.stdout.splitlines()}
         missing = [line for line in checked if line not in real]
         assert not missing, f'{block}: {command} did not print {missing}:\n{result.stdout}'
+
+
+# ------------------------------------------------------------------ names
+
+def test_named_files_and_links_exist() -> None:
+    """Every file the guide names in backticks, and every relative link, exists."""
+    text = GUIDE.read_text(encoding='utf-8')
+    named = set(re.findall(r'`((?:flags2/)?[\w.]+\.py)`', text))
+    assert 'flags2/clients.py' in named
+    missing = sorted(name for name in named if not (ROOT / name).is_file())
+    assert not missing, f'docs/companion.md names files that do not exist: {missing}'
+    links = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', text)
+    broken = sorted(link for link in links if not (GUIDE.parent / link).exists())
+    assert not broken, f'docs/companion.md links to missing files: {broken}'
