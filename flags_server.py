@@ -37,10 +37,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
-CODES_FILE = Path(__file__).with_name('country_codes.txt')
+from flags2.codes import country_codes
+
 MODES = ('local', 'delay', 'error')
 DEFAULT_PORTS = {'local': 8000, 'delay': 8001, 'error': 8002}
 DEFAULT_SEED = 'flags2'
@@ -67,11 +67,6 @@ FAULTS = {
     'redirect-loop': 'answer 302 redirecting to the same URL, every time',
 }
 WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
-
-
-def country_codes() -> list[str]:
-    """The 194 codes that have a flag, upper case, sorted."""
-    return sorted(CODES_FILE.read_text().split())
 
 
 # ---------------------------------------------------------------- the flags

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, FlagsServer, start_server
-from flags2_common import country_codes
+from flags2.codes import country_codes
 from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, Workload, flag_gif
 
 
