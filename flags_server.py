@@ -5,10 +5,11 @@ trio. Every flag is drawn here, so nothing is read from disk, and every delay
 and error decision is derived from a seed and the country code, so every run
 of every variant sees exactly the same workload.
 
-It is a small HTTP/1.1 server on ``asyncio.start_server`` rather than an ASGI
-app under uvicorn: the fault modes the scripts are tested against (a reset
-before the response, a body cut short, a lying Content-Length) need control of
-the bytes on the wire, which an ASGI server exists to hide.
+This file is the workload and the routes. The HTTP/1.1 under them is written
+by hand in flags2/wire.py rather than taken from an ASGI server: the fault
+modes the scripts are tested against (a reset before the response, a body cut
+short, a lying Content-Length) need control of the bytes on the wire, which
+an ASGI server exists to hide.
 
 Run ``python flags_server.py`` to serve all three modes on ports 8000-8002,
 or ``python flags_server.py --help`` for the options.
@@ -18,27 +19,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import hashlib
 import io
 import json
-import os
 import random
 import re
-import signal
-import socket
 import string
-import struct
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
+
+from flags2.codes import country_codes
+from flags2.wire import (
+    WIRE_FAULTS,
+    Connections,
+    Response,
+    stop_on_signals,
+    stop_when_stdin_closes,
+    text_response,
+)
 
 MODES = ('local', 'delay', 'error')
 DEFAULT_PORTS = {'local': 8000, 'delay': 8001, 'error': 8002}
@@ -46,8 +50,6 @@ DEFAULT_SEED = 'flags2'
 DEFAULT_DELAY_MIN = 0.2  # seconds; the mean delay is 0.5 s and the maximum
 DEFAULT_DELAY_MAX = 0.8  # stays far below the scripts' 3.1 s timeout
 DEFAULT_ERROR_RATE = 0.25
-BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
-MAX_HEAD = 16 * 1024
 FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
 OVERSIZE_BYTES = 1024 * 1024 + 64 * 1024  # past the scripts' 1 MiB cap
 
@@ -65,59 +67,6 @@ FAULTS = {
     'oversize': 'answer 200 with an image/gif body of 1 MiB + 64 KiB',
     'redirect-loop': 'answer 302 redirecting to the same URL, every time',
 }
-WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
-
-
-from flags2.codes import country_codes  # noqa: E402
-
-
-# ---------------------------------------------------------------- the flags
-
-PALETTE = [
-    (206, 17, 38), (0, 56, 147), (0, 122, 61), (252, 209, 22),
-    (255, 255, 255), (0, 0, 0), (255, 130, 0), (0, 156, 222),
-    (128, 0, 64), (94, 53, 177), (0, 100, 100), (160, 160, 160),
-]
-
-
-@functools.cache
-def flag_gif(cc: str) -> bytes:
-    """Draw the flag of ``cc``: colours and layout from a hash, the code on top."""
-    from PIL import Image, ImageDraw, ImageFont  # only the server needs Pillow
-
-    digest = hashlib.sha256(cc.encode()).digest()
-    colours = []
-    for byte in digest[1:]:
-        colour = PALETTE[byte % len(PALETTE)]
-        if colour not in colours:
-            colours.append(colour)
-        if len(colours) == 3:
-            break
-    a, b, c = colours
-    width, height = 120, 80
-    img = Image.new('RGB', (width, height), a)
-    draw = ImageDraw.Draw(img)
-    layout = digest[0] % 4
-    if layout == 0:  # horizontal tricolour
-        draw.rectangle((0, height // 3, width, 2 * height // 3), fill=b)
-        draw.rectangle((0, 2 * height // 3, width, height), fill=c)
-    elif layout == 1:  # vertical tricolour
-        draw.rectangle((width // 3, 0, 2 * width // 3, height), fill=b)
-        draw.rectangle((2 * width // 3, 0, width, height), fill=c)
-    elif layout == 2:  # bicolour with a disc
-        draw.rectangle((0, height // 2, width, height), fill=b)
-        draw.ellipse((35, 15, 85, 65), fill=c)
-    else:  # Nordic cross
-        draw.rectangle((30, 0, 50, height), fill=b)
-        draw.rectangle((0, 30, width, 50), fill=b)
-        draw.rectangle((36, 0, 44, height), fill=c)
-        draw.rectangle((0, 36, width, 44), fill=c)
-    font = ImageFont.load_default(size=36)
-    draw.text((width / 2, height / 2), cc, font=font, anchor='mm',
-              fill='white', stroke_width=3, stroke_fill='black')
-    buffer = io.BytesIO()
-    img.convert('P', palette=Image.Palette.ADAPTIVE, colors=32).save(buffer, 'GIF')
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------- the workload
@@ -153,37 +102,7 @@ class Workload:
         return self.fault(cc) is not None
 
 
-@dataclass
-class Stats:
-    """Counters behind GET /stats, so a run can show real concurrency."""
-
-    by_status: Counter[int] = field(default_factory=Counter)
-    in_flight: int = 0
-    peak_in_flight: int = 0
-    started: float = field(default_factory=time.time)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            'requests': {str(int(k)): v for k, v in sorted(self.by_status.items())},
-            'in_flight': self.in_flight,
-            'peak_in_flight': self.peak_in_flight,
-            'since': self.started,
-        }
-
-    def reset(self) -> None:
-        self.by_status.clear()
-        self.peak_in_flight = self.in_flight
-        self.started = time.time()
-
-
-@dataclass
-class Response:
-    status: int  # 0 for a fault that sends no status line (reset, stall)
-    body: bytes = b''
-    content_type: str = 'text/plain; charset=utf-8'
-    location: str | None = None
-    wire_fault: str | None = None  # one of WIRE_FAULTS: see send_fault
-
+# --------------------------------------------------------------- the routes
 
 class FlagApp:
     """Maps one request to one response for one mode, keeping the stats."""
@@ -254,12 +173,40 @@ def oversize_gif() -> bytes:
     return b'GIF89a' + bytes(OVERSIZE_BYTES - 6)
 
 
-# ------------------------------------------- what flags2_compare.py reads
+def json_response(data: dict[str, Any]) -> Response:
+    return Response(HTTPStatus.OK, json.dumps(data).encode(), 'application/json')
+
+
+# ------------------------------------------------- the pages a run can read
 #
+# GET /stats, and /stats/reset, which starts the count and the log over.
 # GET /workload: the mode's parameters and the delay of every two-letter code,
-# so the comparison tool can compute the best possible time of a run.
+# so flags2_compare.py can compute the best possible time of a run.
 # GET /stats/requests: start, end, code and status of each flag request since
-# the last /stats/reset, for the tool's timeline chart.
+# the last /stats/reset, for flags2_compare.py's timeline chart.
+
+@dataclass
+class Stats:
+    """Counters behind GET /stats, so a run can show real concurrency."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    started: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            'requests': {str(int(k)): v for k, v in sorted(self.by_status.items())},
+            'in_flight': self.in_flight,
+            'peak_in_flight': self.peak_in_flight,
+            'since': self.started,
+        }
+
+    def reset(self) -> None:
+        self.by_status.clear()
+        self.peak_in_flight = self.in_flight
+        self.started = time.time()
+
 
 class RequestLog:
     """A bounded record of the flag requests of one run.
@@ -320,143 +267,56 @@ COMPARE_ROUTES: dict[str, Callable[[FlagApp], dict[str, Any]]] = {
 }
 
 
-def text_response(status: HTTPStatus) -> Response:
-    return Response(status, f'{status.value} {status.phrase}\n'.encode())
+# ---------------------------------------------------------------- the flags
+
+PALETTE = [
+    (206, 17, 38), (0, 56, 147), (0, 122, 61), (252, 209, 22),
+    (255, 255, 255), (0, 0, 0), (255, 130, 0), (0, 156, 222),
+    (128, 0, 64), (94, 53, 177), (0, 100, 100), (160, 160, 160),
+]
 
 
-def json_response(data: dict[str, Any]) -> Response:
-    return Response(HTTPStatus.OK, json.dumps(data).encode(), 'application/json')
+@functools.cache
+def flag_gif(cc: str) -> bytes:
+    """Draw the flag of ``cc``: colours and layout from a hash, the code on top."""
+    from PIL import Image, ImageDraw, ImageFont  # only the server needs Pillow
+
+    digest = hashlib.sha256(cc.encode()).digest()
+    colours = []
+    for byte in digest[1:]:
+        colour = PALETTE[byte % len(PALETTE)]
+        if colour not in colours:
+            colours.append(colour)
+        if len(colours) == 3:
+            break
+    a, b, c = colours
+    width, height = 120, 80
+    img = Image.new('RGB', (width, height), a)
+    draw = ImageDraw.Draw(img)
+    layout = digest[0] % 4
+    if layout == 0:  # horizontal tricolour
+        draw.rectangle((0, height // 3, width, 2 * height // 3), fill=b)
+        draw.rectangle((0, 2 * height // 3, width, height), fill=c)
+    elif layout == 1:  # vertical tricolour
+        draw.rectangle((width // 3, 0, 2 * width // 3, height), fill=b)
+        draw.rectangle((2 * width // 3, 0, width, height), fill=c)
+    elif layout == 2:  # bicolour with a disc
+        draw.rectangle((0, height // 2, width, height), fill=b)
+        draw.ellipse((35, 15, 85, 65), fill=c)
+    else:  # Nordic cross
+        draw.rectangle((30, 0, 50, height), fill=b)
+        draw.rectangle((0, 30, width, 50), fill=b)
+        draw.rectangle((36, 0, 44, height), fill=c)
+        draw.rectangle((0, 36, width, 44), fill=c)
+    font = ImageFont.load_default(size=36)
+    draw.text((width / 2, height / 2), cc, font=font, anchor='mm',
+              fill='white', stroke_width=3, stroke_fill='black')
+    buffer = io.BytesIO()
+    img.convert('P', palette=Image.Palette.ADAPTIVE, colors=32).save(buffer, 'GIF')
+    return buffer.getvalue()
 
 
-# ------------------------------------------------------------ HTTP/1.1 wire
-
-class Connections:
-    """Serves HTTP/1.1 with keep-alive, and can drop every open connection."""
-
-    def __init__(self, app: FlagApp) -> None:
-        self.app = app
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def handle(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        try:
-            while await self.serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError,
-                asyncio.CancelledError):
-            pass
-        finally:
-            self.tasks.discard(task)
-            writer.close()
-
-    async def serve_one(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; False when the connection should close."""
-        try:
-            head = await reader.readuntil(b'\r\n\r\n')
-        except asyncio.IncompleteReadError:
-            return False  # the client closed an idle connection
-        except asyncio.LimitOverrunError:
-            await send(writer, text_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE),
-                       keep_alive=False)
-            return False
-        request_line, *header_lines = head.decode('latin-1').split('\r\n')
-        parts = request_line.split(' ')
-        if len(parts) != 3 or not parts[2].startswith('HTTP/1.'):
-            await send(writer, text_response(HTTPStatus.BAD_REQUEST), keep_alive=False)
-            return False
-        method, target, version = parts
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(':')
-            headers[name.strip().lower()] = value.strip().lower()
-        length = headers.get('content-length', '0')
-        if length.isdigit() and int(length):
-            await reader.readexactly(int(length))  # a GET has none; drop it
-        connection = headers.get('connection', '')
-        keep_alive = (connection != 'close' if version == 'HTTP/1.1'
-                      else connection == 'keep-alive')
-        response = await self.app.respond(method, target)
-        if response.wire_fault:
-            await send_fault(reader, writer, response)
-            return False
-        await send(writer, response, keep_alive, head_only=method == 'HEAD')
-        return keep_alive
-
-    async def close_all(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-async def send(writer: asyncio.StreamWriter, response: Response,
-               keep_alive: bool, head_only: bool = False) -> None:
-    head = response_head(response, len(response.body), keep_alive)
-    writer.write(head if head_only else head + response.body)
-    await writer.drain()
-
-
-def response_head(response: Response, length: int, keep_alive: bool) -> bytes:
-    status = HTTPStatus(response.status)
-    location = f'Location: {response.location}\r\n' if response.location else ''
-    return (
-        f'HTTP/1.1 {status.value} {status.phrase}\r\n'
-        f'Content-Type: {response.content_type}\r\n'
-        f'Content-Length: {length}\r\n'
-        f'{location}'
-        f'Connection: {"keep-alive" if keep_alive else "close"}\r\n'
-        '\r\n'
-    ).encode('latin-1')
-
-
-async def send_fault(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     response: Response) -> None:
-    """Put a wire fault on the connection; the caller then closes it."""
-    body, kind = response.body, response.wire_fault
-    if kind == 'reset':
-        sock = writer.get_extra_info('socket')
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        writer.transport.abort()  # with a zero linger, close() sends RST, not FIN
-        return
-    if kind == 'truncate':
-        writer.write(response_head(response, len(body), keep_alive=False)
-                     + body[:len(body) // 2])
-    elif kind == 'bad-length':
-        writer.write(response_head(response, len(body) + 1000, keep_alive=False) + body)
-    elif kind == 'stall':
-        await reader.read()  # until the client closes: its timeout, not ours
-    await writer.drain()
-
-
-# ---------------------------------------------------------------- listening
-
-def loopback_sockets(bind: str, port: int) -> list[socket.socket]:
-    """Listening sockets on one port: 127.0.0.1 and ::1 for 'localhost'."""
-    hosts = ['127.0.0.1', '::1'] if bind == 'localhost' else [bind]
-    sockets: list[socket.socket] = []
-    for host in hosts:
-        family = socket.AF_INET6 if ':' in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            if sockets and bind == 'localhost':
-                continue  # no IPv6 loopback here, or its port is taken: IPv4 will do
-            for other in sockets:
-                other.close()
-            raise
-        sock.setblocking(False)
-        sockets.append(sock)
-        port = sock.getsockname()[1]  # with port 0, ::1 takes the port 127.0.0.1 got
-    return sockets
-
+# ------------------------------------------------------------------ serving
 
 @dataclass
 class ServerSpec:
@@ -468,52 +328,22 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
                 stop: asyncio.Event | None = None) -> None:
     """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
-    servers: list[asyncio.Server] = []
+    stop_on_signals(stop)
     pools: list[Connections] = []
     try:
         for spec in specs:
             pool = Connections(FlagApp(spec.workload))
-            socks = loopback_sockets(bind, spec.port)
-            for sock in socks:
-                servers.append(await asyncio.start_server(
-                    pool.handle, sock=sock, backlog=BACKLOG, limit=MAX_HEAD))
             pools.append(pool)
-            port = socks[0].getsockname()[1]
-            host = 'localhost' if bind == 'localhost' else bind
-            if ':' in host:
-                host = f'[{host}]'
+            port = await pool.listen(bind, spec.port)
+            host = f'[{bind}]' if ':' in bind else bind
             label = spec.workload.mode.upper()
             print(f'{label} mode serving http://{host}:{port}/flags', flush=True)
         if ready_message:
             print('Ready. Press Ctrl-C to stop.', flush=True)
         await stop.wait()
     finally:
-        for server in servers:
-            server.close()
         for pool in pools:
-            await pool.close_all()
-
-
-def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Tie our life to a parent's: when its end of our stdin closes, stop.
-
-    The watcher reads the raw descriptor, not ``sys.stdin.buffer``: a daemon
-    thread blocked in that object holds its lock, and if SIGTERM ends us first,
-    interpreter shutdown waits a second for the lock and then aborts.
-    """
-    fd = sys.stdin.fileno()
-
-    def watch() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(fd, 4096):
-                pass
-        with contextlib.suppress(RuntimeError):  # the loop may be closed already
-            loop.call_soon_threadsafe(stop.set)
-    threading.Thread(target=watch, daemon=True).start()
+            await pool.close()
 
 
 # ---------------------------------------------------------------------- CLI

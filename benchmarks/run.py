@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = Path(__file__).resolve().parent / 'book.py'
 sys.path.insert(0, str(ROOT))
 
+from flags2.codes import country_codes  # noqa: E402
 from flags2_common import stop_process  # noqa: E402
 from flags2_compare import ELAPSED_LINE, ideal_time  # noqa: E402  (tested there)
-from flags_server import Workload, country_codes  # noqa: E402
+from flags_server import Workload  # noqa: E402
 
 CURL_HELP = ('*** curl not found: install it (Debian/Ubuntu: sudo apt-get install curl; '
              'macOS: brew install curl) and run again.')

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT, FlagsServer, start_server
-from flags2_common import country_codes
+from conftest import FlagsServer
+from flags2.codes import country_codes
+from flags2.servers import SERVER_SCRIPT, running_server, stop_process
 from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, Workload, flag_gif
 
 
@@ -86,17 +87,13 @@ def test_error_server_answers_418_exactly_for_the_seeded_codes(
 
 
 def test_delay_server_waits_the_seeded_delay() -> None:
-    server = start_server('delay', '--delay-min', '0.3', '--delay-max', '0.4')
-    try:
+    with running_server('delay', '--delay-min', '0.3', '--delay-max', '0.4') as server:
         expected = Workload('delay', delay_min=0.3, delay_max=0.4).delay('BR')
         t0 = time.perf_counter()
         status, _, _ = get(f'{server.url}/br/br.gif')
         elapsed = time.perf_counter() - t0
         assert status == 200
         assert expected <= elapsed < expected + 0.25
-    finally:
-        server.proc.terminate()
-        server.proc.communicate(timeout=5)
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(local_server: FlagsServer) -> None:
@@ -112,8 +109,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(local_server: FlagsSe
 
 
 def test_stats_count_requests_and_peak_in_flight() -> None:
-    server = start_server('delay', '--delay-min', '0.5', '--delay-max', '0.5')
-    try:
+    with running_server('delay', '--delay-min', '0.5', '--delay-max', '0.5') as server:
         async def fetch_many(n: int) -> None:
             async def one() -> None:
                 reader, writer = await asyncio.open_connection('127.0.0.1', server.port)
@@ -131,9 +127,6 @@ def test_stats_count_requests_and_peak_in_flight() -> None:
         server.reset()
         assert server.stats()['requests'] == {}
         assert server.stats()['peak_in_flight'] == 0
-    finally:
-        server.proc.terminate()
-        server.proc.communicate(timeout=5)
 
 
 def threads_of(pid: int) -> int:
@@ -144,8 +137,7 @@ def threads_of(pid: int) -> int:
 
 @pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='counts threads in /proc')
 def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
-    server = start_server('delay', '--delay-min', '2.0', '--delay-max', '2.0')
-    try:
+    with running_server('delay', '--delay-min', '2.0', '--delay-max', '2.0') as server:
         threads_before = threads_of(server.proc.pid)
 
         async def fetch_many(n: int) -> list[bytes]:
@@ -165,22 +157,20 @@ def test_holds_1000_delayed_requests_at_once_without_threads() -> None:
         # All 1000 were held at once, not served in waves behind a small backlog.
         assert server.stats()['peak_in_flight'] == 1000
         assert threads_of(server.proc.pid) == threads_before
-    finally:
-        server.proc.terminate()
-        server.proc.communicate(timeout=5)
 
 
 def test_ctrl_c_stops_the_server_cleanly() -> None:
-    server = start_server('local')
-    server.proc.send_signal(signal.SIGINT)
-    _, err = server.proc.communicate(timeout=5)
-    assert server.proc.returncode == 0
-    assert 'Traceback' not in err
+    with running_server('local') as server:
+        server.proc.send_signal(signal.SIGINT)
+        _, err = server.proc.communicate(timeout=5)
+        assert server.proc.returncode == 0
+        assert 'Traceback' not in err
 
 
 def test_serves_all_three_modes_by_default() -> None:
+    # No --mode, which start_server always passes: the one server started by hand.
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / 'flags_server.py'), '--port', '0', '--bind', '127.0.0.1'],
+        [sys.executable, str(SERVER_SCRIPT), '--port', '0', '--bind', '127.0.0.1'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -188,5 +178,4 @@ def test_serves_all_three_modes_by_default() -> None:
         assert [line.split()[0] for line in lines[:3]] == ['LOCAL', 'DELAY', 'ERROR']
         assert lines[3].startswith('Ready')
     finally:
-        proc.terminate()
-        proc.communicate(timeout=5)
+        stop_process(proc)
