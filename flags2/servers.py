@@ -78,17 +78,14 @@ def start_server(mode: str, *options: str, port: int = 0, bind: str = '127.0.0.1
     first = proc.stdout.readline()  # "DELAY mode serving http://127.0.0.1:PORT/flags"
     ready = proc.stdout.readline()
     if not ready.startswith('Ready'):
-        stop_process(proc)
-        raise ServerStartError(last_words(proc) or f'exit status {proc.returncode}')
+        try:
+            _, err = proc.communicate(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        lines = err.strip().splitlines()
+        raise ServerStartError(lines[-1] if lines else f'exit status {proc.returncode}')
     return FlagsServer(proc, mode, first.split()[-1])
-
-
-def last_words(proc: subprocess.Popen[str]) -> str:
-    """The last line a stopped child wrote to stderr ('' if none)."""
-    if proc.stderr is None or proc.stderr.closed:
-        return ''
-    lines = proc.stderr.read().strip().splitlines()
-    return lines[-1] if lines else ''
 
 
 def stop_server(server: FlagsServer) -> None:

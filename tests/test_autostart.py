@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,3 +115,20 @@ def test_bundled_server_starts_nothing_when_a_server_answers(local_server: Flags
     with bundled_server(local_server.url, 'local') as server:
         assert server is None
     assert port_answers('127.0.0.1', local_server.port)  # left alone
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_a_server_that_cannot_start_is_one_line_with_its_cause(variant: str,
+                                                              tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as squatter:  # holds the port without listening: nothing answers
+        squatter.bind(('127.0.0.1', port))
+        env = {'FLAGS2_LOCAL_URL': f'http://127.0.0.1:{port}/flags'}
+        result = run_variant(variant, 'BR', cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        '*** Could not start the bundled flags server: flags_server: cannot listen: '
+        '[Errno 98] Address already in use']
+    assert result.stdout == ''
+    assert server_processes(port) == []
+    assert list((tmp_path / 'downloaded').iterdir()) == []  # made when -o was checked
