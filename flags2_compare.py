@@ -7,6 +7,9 @@ ERROR server the delay of every code is known, so each run also gets an
 onto ``concur_req`` slots, each taking exactly its delay, with zero overhead.
 Efficiency is ideal / measured; 100% would mean the client added nothing.
 
+This file runs and measures; the table, JSON and CSV are written by
+flags2/tables.py, the charts drawn by flags2/charts.py.
+
 Sample run::
 
     $ python flags2_compare.py -s DELAY -l 20
@@ -243,11 +246,12 @@ def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
                 bar.update()
 
 
-# ---------------------------------------------------------------- table
+# ----------------------------------------------------------------- rows
 
 @dataclass
 class Row:
-    """The runs of one variant at one concurrency."""
+    """The runs of one variant at one concurrency: one line of the table
+    (flags2/tables.py), one point of the sweep chart (flags2/charts.py)."""
 
     variant: str
     concurrency: int
@@ -298,6 +302,7 @@ def group_rows(results: list[RunResult]) -> list[Row]:
                                                   row.concurrency, row.requested or 0))
 
 
+# ------------------------------------------------------- for the charts
 
 def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
     """The charts' subtitle: what was fetched from which server."""
@@ -308,7 +313,6 @@ def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
             text += f', {workload["error_rate"]:.0%} errors'
         text += ')'
     return text
-
 
 
 def ideal_line(plan: Plan) -> Callable[[int], float] | None:
