@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = Path(__file__).resolve().parent / 'book.py'
@@ -181,7 +182,11 @@ class Row:
 GOAL_HEADER = ['goal', 'figure (median)', 'goal', 'measured', "book's approach", '']
 
 
-def print_table(rows: Iterable[Row], header: list[str] = GOAL_HEADER) -> None:
+class Cells(Protocol):
+    def cells(self) -> list[str]: ...
+
+
+def print_table(rows: Iterable[Cells], header: list[str] = GOAL_HEADER) -> None:
     table = [header] + [r.cells() for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for n, line in enumerate(table):
