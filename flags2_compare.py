@@ -7,6 +7,9 @@ ERROR server the delay of every code is known, so each run also gets an
 onto ``concur_req`` slots, each taking exactly its delay, with zero overhead.
 Efficiency is ideal / measured; 100% would mean the client added nothing.
 
+This file runs and measures; the table, JSON and CSV are written by
+flags2/tables.py, the charts drawn by flags2/charts.py.
+
 Sample run::
 
     $ python flags2_compare.py -s DELAY -l 20
@@ -16,50 +19,55 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import heapq
 import importlib
-import json
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import tqdm
 
 from flags2_common import (
+    BUNDLED_MODES,
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
-    HERE,
-    ArgumentParser,
-    ServerStartError,
-    UsageError,
+    SERVERS,
     build_parser,
-    bundled_server,
-    check_dest,
+    concurrency,
     expand_cc_args,
     plural,
-    port_answers,
+)
+
+from flags2.charts import check_matplotlib, plot_sweep, plot_timeline
+from flags2.options import (
+    ArgumentParser,
+    UsageError,
+    check_dest,
     positive_float,
     positive_int,
     resolve_server,
+)
+from flags2.servers import (
+    ServerStartError,
+    bundled_server,
+    port_answers,
     server_json,
     server_stats,
 )
+from flags2.tables import table, text_bars, write_csv, write_json
 
+HERE = Path(__file__).resolve().parent
 VARIANT_NAMES = ('sequential', 'threadpool', 'asyncio')
 DEFAULT_REPEAT = 3
 DEFAULT_TIME_LIMIT = 600.0
-BAR_WIDTH = 40
-PLOT_INSTALL = "pip install 'flags2[plot]' (or: pip install matplotlib)"
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,9 @@ class Variant:
     max_concur_req: int
 
     def concurrency(self, requested: int | None, n_codes: int) -> int:
-        """The concur_req the script will use, computed as its ``main`` does."""
+        """The concur_req the script will use: its ``main`` calls the same formula."""
         wanted = self.default_concur_req if requested is None else requested
-        return max(1, min(wanted, self.max_concur_req, n_codes))
+        return concurrency(wanted, self.max_concur_req, n_codes)
 
     @property
     def concurrent(self) -> bool:
@@ -189,19 +197,19 @@ class Plan:
 
 
 def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -> RunResult:
-    concurrency = variant.concurrency(requested, len(plan.cc_list))
+    concur_req = variant.concurrency(requested, len(plan.cc_list))
     cmd = [sys.executable, str(variant.script), *plan.cc_list, '-s', plan.base_url,
            '-o', str(plan.dest), '--timeout', str(plan.timeout)]
     if requested is not None and variant.concurrent:
         cmd += ['-m', str(requested)]
-    server_stats(plan.base_url, 'reset')  # the script resets again just before it starts
+    server_stats(plan.base_url, reset=True)  # the script resets again just before it starts
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=plan.time_limit)
     except subprocess.TimeoutExpired:
-        return RunResult(variant.name, concurrency, requested, repeat, None,
+        return RunResult(variant.name, concur_req, requested, repeat, None,
                          problem=f'timed out after {plan.time_limit:g} s')
-    run = RunResult(variant.name, concurrency, requested, repeat, proc.returncode)
+    run = RunResult(variant.name, concur_req, requested, repeat, proc.returncode)
     if plan.verbose:
         n = len(plan.cc_list)
         shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
@@ -216,7 +224,7 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
     if isinstance(peak, int):
         run.peak_in_flight = peak
     if plan.delays is not None:
-        run.ideal = ideal_time([plan.delays.get(cc, 0.0) for cc in plan.cc_list], concurrency)
+        run.ideal = ideal_time([plan.delays.get(cc, 0.0) for cc in plan.cc_list], concur_req)
         if run.elapsed > 0:
             run.efficiency = run.ideal / run.elapsed
     if plan.want_log:
@@ -238,11 +246,12 @@ def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
                 bar.update()
 
 
-# ---------------------------------------------------------------- table
+# ----------------------------------------------------------------- rows
 
 @dataclass
 class Row:
-    """The runs of one variant at one concurrency."""
+    """The runs of one variant at one concurrency: one line of the table
+    (flags2/tables.py), one point of the sweep chart (flags2/charts.py)."""
 
     variant: str
     concurrency: int
@@ -293,113 +302,10 @@ def group_rows(results: list[RunResult]) -> list[Row]:
                                                   row.concurrency, row.requested or 0))
 
 
-def span(values: list[int | None]) -> str:
-    known = sorted({v for v in values if v is not None})
-    if not known:
-        return '—'
-    return str(known[0]) if len(known) == 1 else f'{known[0]}–{known[-1]}'
-
-
-def table(rows: list[Row]) -> list[str]:
-    baseline = next((row.median for row in rows if row.variant == 'sequential'), None)
-    header = ['variant', 'concurrency', 'ok', '404', 'errors', 'elapsed (min–max)',
-              'speedup', 'peak', 'ideal', 'efficiency', 'exit']
-    body = []
-    for row in rows:
-        measured = row.measured
-        concurrency = str(row.concurrency)
-        if row.requested is not None and row.requested != row.concurrency:
-            concurrency += f' (-m {row.requested})'
-        median = row.median
-        if median is None:
-            problems = sorted({run.problem for run in row.runs})
-            elapsed = 'failed: ' + '; '.join(problems)
-        else:
-            elapsed = f'{median:.2f}s ({min(row.times):.2f}–{max(row.times):.2f})'
-        speedup = (f'{baseline / median:.2f}×' if baseline and median else '—')
-        ideal, efficiency = row.ideal, row.efficiency()
-        exits = sorted({'killed' if run.exit_code is None else str(run.exit_code)
-                        for run in row.runs})
-        body.append([
-            row.variant, concurrency,
-            span([run.downloaded for run in measured]),
-            span([run.not_found for run in measured]),
-            span([run.errors for run in measured]),
-            elapsed, speedup,
-            span([run.peak_in_flight for run in measured]),
-            '—' if ideal is None else f'{ideal:.2f}s',
-            '—' if efficiency is None else f'{efficiency:.0%}',
-            ','.join(exits),
-        ])
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = []
-    for line in [header, *body]:
-        cells = [cell.ljust(w) if i in (0, 1, 5) else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
-        lines.append('  '.join(cells).rstrip())
-    lines.insert(1, '-' * len(lines[0]))
-    return lines
-
-
-def text_bars(rows: list[Row], width: int = BAR_WIDTH) -> list[str]:
-    """Median elapsed times as bars of block characters, eighths included."""
-    measured = [(row.label(), row.median) for row in rows if row.median is not None]
-    if not measured:
-        return []
-    longest = max(median for _, median in measured if median is not None) or 1.0
-    name_width = max(len(name) for name, _ in measured)
-    lines = []
-    for name, median in measured:
-        assert median is not None
-        eighths = round(median / longest * width * 8)
-        bar = '█' * (eighths // 8) + ' ▏▎▍▌▋▊▉'[eighths % 8].strip()
-        lines.append(f'{name.ljust(name_width)}  {bar or "▏"} {median:.2f}s')
-    return lines
-
-
-# ------------------------------------------------------------- writers
-
-CSV_FIELDS = ['variant', 'concurrency', 'requested_concurrency', 'repeat', 'downloaded',
-              'not_found', 'errors', 'elapsed', 'peak_in_flight', 'ideal', 'efficiency',
-              'exit_code', 'problem']
-
-
-def write_json(path: Path, plan: Plan, workload: dict[str, Any] | None, repeat: int,
-               results: list[RunResult]) -> None:
-    data = {
-        'server': {'label': plan.label, 'url': plan.base_url, 'workload': workload},
-        'codes': plan.cc_list,
-        'repeat': repeat,
-        'runs': [run.record() for run in results],
-    }
-    path.write_text(json.dumps(data, indent=2) + '\n')
-
-
-def write_csv(path: Path, results: list[RunResult]) -> None:
-    with path.open('w', newline='') as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for run in results:
-            writer.writerow(run.record())
-
-
-# -------------------------------------------------------------- charts
-
-COLOURS = {'sequential': '#7f7f7f', 'threadpool': '#1f77b4', 'asyncio': '#d62728'}
-OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#8c8c8c', 'error': '#d62728'}
-IN_FLIGHT_COLOUR = '#c6dbef'
-
-
-def check_matplotlib() -> str | None:
-    """None when charts can be drawn; otherwise the one-line reason."""
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError:
-        return f'charts need matplotlib, which is not installed: {PLOT_INSTALL}'
-    return None
-
+# ------------------------------------------------------- for the charts
 
 def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
+    """The charts' subtitle: what was fetched from which server."""
     text = f'{plural(len(plan.cc_list), "flag")}, {plan.label} server'
     if workload and plan.delays:
         text += f' (delays {workload["delay_min"]:g}–{workload["delay_max"]:g} s'
@@ -409,165 +315,12 @@ def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
     return text
 
 
-def plot_sweep(path: Path, rows: list[Row], plan: Plan,
-               workload: dict[str, Any] | None) -> None:
-    """Elapsed time against concurrency (log-log) above efficiency at each level."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 7.5), layout='constrained')
-    ax, eff_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
-    levels = sorted({row.concurrency for row in rows})
-    for name in VARIANT_NAMES:
-        mine = [row for row in rows if row.variant == name and row.median is not None]
-        if not mine:
-            continue
-        if name == 'sequential':
-            row = mine[0]
-            assert row.median is not None
-            ax.axhline(row.median, color=COLOURS[name], linestyle=':', linewidth=1.5,
-                       label=f'sequential (the baseline): {row.median:.2f} s')
-            if (efficiency := row.efficiency()) is not None:
-                eff_ax.plot([1], [efficiency * 100], marker='s', markersize=10,
-                            markerfacecolor='none', linestyle='none', color=COLOURS[name],
-                            label='sequential')
-            continue
-        xs = [row.concurrency for row in mine]
-        ys = [row.median or 0.0 for row in mine]
-        low = [y - min(row.times) for y, row in zip(ys, mine, strict=True)]
-        high = [max(row.times) - y for y, row in zip(ys, mine, strict=True)]
-        ax.errorbar(xs, ys, yerr=[low, high], marker='o', capsize=3, color=COLOURS[name],
-                    label=f'{name} (median of the runs, bars: min–max)')
-        effs = [(row.concurrency, e * 100) for row in mine
-                if (e := row.efficiency()) is not None]
-        if effs:
-            eff_ax.plot(*zip(*effs, strict=True), marker='o', color=COLOURS[name], label=name)
-    if plan.delays is not None:
-        delays = [plan.delays.get(cc, 0.0) for cc in plan.cc_list]
-        xs = levels or [1]
-        ax.plot(xs, [ideal_time(delays, x) for x in xs], color='black', linestyle='--',
-                marker='x', label='ideal: the server\'s delays only, zero client overhead')
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_ylabel('elapsed time (s, log scale)')
-    ax.set_title(f'Elapsed time against concurrency\n{describe(plan, workload)}',
-                 fontsize=11)
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=9)
-    eff_ax.set_ylabel('efficiency (%)\nideal / median')
-    eff_ax.set_ylim(0, 105)
-    eff_ax.grid(True, which='both', alpha=0.3)
+def ideal_line(plan: Plan) -> Callable[[int], float] | None:
+    """The ideal time at each concurrency, for the sweep chart; None without delays."""
     if plan.delays is None:
-        eff_ax.text(0.5, 0.5, 'no ideal time: the server publishes no delays',
-                    transform=eff_ax.transAxes, ha='center', va='center')
-    else:
-        eff_ax.legend(fontsize=9, loc='lower left')
-    if levels:
-        eff_ax.set_xticks(levels, [str(level) for level in levels])
-        eff_ax.minorticks_off()
-    eff_ax.set_xlabel('concurrent requests (concur_req: -m, capped at the number of flags)')
-    fig.savefig(path, dpi=110)
-
-
-def outcome(status: int) -> str:
-    return 'OK' if status == 200 else 'not found' if status == 404 else 'error'
-
-
-def max_overlap(requests: list[dict[str, Any]]) -> int:
-    """Most requests open at once in the record (an end before a start at a tie)."""
-    return max(in_flight_steps(requests, 0.0)[1])
-
-
-def timeline_rows(rows: list[Row]) -> list[Row]:
-    """One row a variant: its only one, or in a sweep the lowest level above 1."""
-    chosen = []
-    for name in VARIANT_NAMES:
-        mine = [row for row in rows if row.variant == name and row.median_run is not None
-                and row.median_run.requests]
-        if mine:
-            above_one = [row for row in mine if row.concurrency > 1]
-            chosen.append((above_one or mine)[0])
-    return chosen
-
-
-def in_flight_steps(requests: list[dict[str, Any]], t0: float) -> tuple[list[float],
-                                                                         list[int]]:
-    """Times and counts of requests open at the server, for a step line.
-
-    At a tie an end comes before a start, so back-to-back requests never count
-    as overlapping.
-    """
-    events = sorted([(r['start'] - t0, 1) for r in requests]
-                    + [(r['end'] - t0, -1) for r in requests])
-    times, counts, current = [0.0], [0], 0
-    for time_, step in events:
-        current += step
-        times.append(time_)
-        counts.append(current)
-    return times, counts
-
-
-def plot_timeline(path: Path, rows: list[Row], plan: Plan,
-                  workload: dict[str, Any] | None) -> bool:
-    """One Gantt panel a variant; the concurrent ones share their time axis.
-
-    The sequential run takes so much longer that on its scale the concurrent
-    runs would be slivers, so it keeps an axis of its own.
-    """
-    from matplotlib.artist import Artist
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    chosen = timeline_rows(rows)
-    if not chosen:
-        return False
-
-    fig = Figure(figsize=(10, 1.6 + 2.6 * len(chosen)), layout='constrained')
-    axes = list(fig.subplots(len(chosen), 1, squeeze=False)[:, 0])
-    shared: Axes | None = None
-    for ax, row in zip(axes, chosen, strict=True):
-        run = row.median_run
-        assert run is not None and run.requests
-        requests = sorted(run.requests, key=lambda r: r['start'])
-        t0 = requests[0]['start']
-        ax.barh(range(len(requests)), [r['end'] - r['start'] for r in requests],
-                left=[r['start'] - t0 for r in requests], height=1.0,
-                color=[OUTCOME_COLOURS[outcome(r['status'])] for r in requests],
-                edgecolor='none')
-        ax.set_ylim(len(requests), -0.5)
-        ax.set_ylabel('request (in start order)')
-        ax.grid(True, axis='x', alpha=0.3)
-        times, counts = in_flight_steps(requests, t0)
-        count_ax = ax.twinx()  # drawn behind the bars, as a shaded area
-        count_ax.set_zorder(ax.get_zorder() - 1)
-        ax.patch.set_visible(False)
-        count_ax.fill_between(times, counts, step='post', color=IN_FLIGHT_COLOUR,
-                              linewidth=0)
-        count_ax.axhline(row.concurrency, color='black', linestyle=':', linewidth=0.9)
-        count_ax.set_ylim(0, row.concurrency * 1.25)
-        count_ax.set_ylabel('requests in flight')
-        span_s = max(r['end'] for r in requests) - t0
-        ax.set_title(f'{row.label()}: {len(requests)} requests in {span_s:.2f} s at the '
-                     f'server, at most {max(counts)} in flight '
-                     f'(concur_req {row.concurrency})', fontsize=10, loc='left')
-        if row.variant != 'sequential':
-            if shared is None:
-                shared = ax
-            else:
-                ax.sharex(shared)
-        ax.set_xlim(left=0)
-        ax.set_xlabel('seconds since the first request reached the server'
-                      + (' (own scale)' if row.variant == 'sequential' else ''))
-    fig.suptitle('One run of each variant, one bar per request, as the server saw it\n'
-                 + describe(plan, workload), fontsize=11)
-    handles: list[Artist] = [Patch(color=c, label=k) for k, c in OUTCOME_COLOURS.items()]
-    handles += [Patch(color=IN_FLIGHT_COLOUR, label='requests in flight (right axis)'),
-                Line2D([], [], color='black', linestyle=':', linewidth=0.9,
-                       label='concur_req')]
-    fig.legend(handles=handles, loc='outside lower center', ncols=5, fontsize=9)
-    fig.savefig(path, dpi=110)
-    return True
+        return None
+    delays = [plan.delays.get(cc, 0.0) for cc in plan.cc_list]
+    return lambda slots: ideal_time(delays, slots)
 
 
 # --------------------------------------------------------- command line
@@ -636,10 +389,18 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
-def parse_options(argv: list[str] | None) -> Options:
-    parser = build_compare_parser()
+def parse_options(parser: ArgumentParser, argv: list[str] | None) -> Options:
+    """Parse and check ``argv``; every problem ends in ``parser.error``: one line, exit 2."""
     args = parser.parse_args(argv)
-    label, base_url = resolve_server(args.server)
+    try:
+        return check_options(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+
+
+def check_options(args: argparse.Namespace) -> Options:
+    """What argparse cannot check; raises UsageError."""
+    label, base_url = resolve_server(args.server, SERVERS)
     cc_list = expand_cc_args(args.every, args.all, args.cc, args.limit)
     if not cc_list:
         raise UsageError('no country codes to fetch')
@@ -667,12 +428,6 @@ def parse_options(argv: list[str] | None) -> Options:
     return Options(label, base_url, cc_list, variants, jobs, args)
 
 
-def usage_exit(message: str) -> NoReturn:
-    print(f'*** Usage error: {message}', file=sys.stderr)
-    build_compare_parser().print_usage(sys.stderr)
-    sys.exit(EXIT_USAGE)
-
-
 @contextlib.contextmanager
 def destination(dest: Path | None) -> Iterator[Path]:
     if dest is not None:
@@ -683,10 +438,7 @@ def destination(dest: Path | None) -> Iterator[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        options = parse_options(argv)
-    except UsageError as exc:
-        usage_exit(str(exc))
+    options = parse_options(build_compare_parser(), argv)
     args = options.args
     if args.plot or args.timeline:
         problem = check_matplotlib()
@@ -695,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERRORS
     results: list[RunResult] = []
     try:
-        with bundled_server(options.label), destination(args.dest) as dest:
+        with bundled_server(options.base_url, BUNDLED_MODES.get(options.label)) as started, \
+                destination(args.dest) as dest:
+            if started is not None:  # as the scripts say it
+                print(f'Started the bundled flags server for {options.label} on port '
+                      f'{started.port}; it stops when this comparison ends.')
             if not server_answers(options.base_url):
                 print(f'*** No server answers at {options.base_url}. Start the bundled one '
                       'with: python flags_server.py', file=sys.stderr)
@@ -752,16 +508,17 @@ def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
     if plan is None or args is None:
         return
     if args.json is not None:
-        write_json(args.json, plan, workload, args.repeat, results)
+        server = {'label': plan.label, 'url': plan.base_url, 'workload': workload}
+        write_json(args.json, server, plan.cc_list, args.repeat, results)
         print(f'Wrote every run to {args.json}')
     if args.csv is not None:
         write_csv(args.csv, results)
         print(f'Wrote every run to {args.csv}')
     if args.plot is not None:
-        plot_sweep(args.plot, rows, plan, workload)
+        plot_sweep(args.plot, rows, describe(plan, workload), ideal_line(plan))
         print(f'Wrote the chart to {args.plot}')
     if args.timeline is not None:
-        if plot_timeline(args.timeline, rows, plan, workload):
+        if plot_timeline(args.timeline, rows, describe(plan, workload)):
             print(f'Wrote the timeline to {args.timeline}')
         else:
             print(f'*** No timeline: the server at {plan.base_url} keeps no request log '

@@ -11,7 +11,7 @@ within one loop, so a burst of load from elsewhere hits both sides alike.
 Each command runs once before the counted runs, to warm the disk cache and
 the server. "Book" columns run the same variants through benchmarks/book.py,
 which swaps in the book's client set-up (a client per request; asyncio with
-httpx's default pool of 100 connections).
+the default pool of 100 connections), on httpx2 like flags2 itself.
 """
 
 from __future__ import annotations
@@ -22,27 +22,30 @@ import os
 import platform
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = Path(__file__).resolve().parent / 'book.py'
 sys.path.insert(0, str(ROOT))
 
-from flags2.codes import country_codes  # noqa: E402
-from flags2_common import stop_process  # noqa: E402
 from flags2_compare import ELAPSED_LINE, ideal_time  # noqa: E402  (tested there)
 from flags_server import Workload  # noqa: E402
 
+from flags2.codes import country_codes  # noqa: E402
+from flags2.servers import ServerStartError, running_server  # noqa: E402
+
 CURL_HELP = ('*** curl not found: install it (Debian/Ubuntu: sudo apt-get install curl; '
              'macOS: brew install curl) and run again.')
-PACKAGES = ('httpx', 'httpcore', 'h11', 'anyio', 'sniffio', 'certifi', 'idna', 'tqdm', 'pillow')
+PACKAGES = ('httpx2', 'httpcore2', 'h11', 'anyio', 'idna', 'tqdm', 'pillow')
 
 
 # ------------------------------------------------------------ the ideal
@@ -132,23 +135,6 @@ def run_in_turns(commands: list[Command], runs: int, scratch: Path) -> None:
         print(f'  round {round_no + 1}/{runs} done', file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def flags_server(mode: str) -> Iterator[str]:
-    """The bundled server for one mode on an ephemeral loopback port; yields its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / 'flags_server.py'), '--mode', mode, '--port', '0',
-         '--bind', '127.0.0.1'],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        first, ready = proc.stdout.readline(), proc.stdout.readline()
-        if not ready.startswith('Ready'):
-            raise BenchmarkError(f'flags_server.py did not start: {first!r}')
-        yield first.split()[-1]
-    finally:
-        stop_process(proc)
-
-
 # ------------------------------------------------------------- commands
 
 def variant(name: str, *args: str, book: bool = False) -> list[str]:
@@ -157,14 +143,23 @@ def variant(name: str, *args: str, book: bool = False) -> list[str]:
     return [sys.executable, str(ROOT / f'flags2_{name}.py'), *args]
 
 
-def curl_command(url: str, parallel: int) -> list[str]:
-    """curl fetching every flag into files, ``parallel`` transfers at a time.
+def every_code() -> list[str]:
+    """AA to ZZ: the codes of ``-e``, 676 URLs of which 194 have a flag."""
+    letters = string.ascii_uppercase
+    return [a + b for a in letters for b in letters]
 
-    --parallel-immediate: without it curl waits for the first connection to
-    see whether it can multiplex, before opening the others.
+
+def curl_command(url: str, parallel: int, codes: Sequence[str] | None = None) -> list[str]:
+    """curl fetching flags into files, ``parallel`` transfers at a time.
+
+    ``codes``: the 194 that have a flag unless given. --parallel-immediate:
+    without it curl waits for the first connection to see whether it can
+    multiplex, before opening the others. --fail only when every URL has a
+    flag: a 404 would make curl exit 22, and -e expects 482 of them.
     """
-    urls = [f'{url}/{cc.lower()}/{cc.lower()}.gif' for cc in sorted(country_codes())]
-    return ['curl', '--silent', '--show-error', '--fail', '--parallel', '--parallel-immediate',
+    fail = ['--fail'] if codes is None else []
+    urls = [f'{url}/{cc.lower()}/{cc.lower()}.gif' for cc in sorted(codes or country_codes())]
+    return ['curl', '--silent', '--show-error', *fail, '--parallel', '--parallel-immediate',
             '--parallel-max', str(parallel), '--remote-name-all', *urls]
 
 
@@ -187,7 +182,11 @@ class Row:
 GOAL_HEADER = ['goal', 'figure (median)', 'goal', 'measured', "book's approach", '']
 
 
-def print_table(rows: Iterable[Row], header: list[str] = GOAL_HEADER) -> None:
+class Cells(Protocol):
+    def cells(self) -> list[str]: ...
+
+
+def print_table(rows: Iterable[Cells], header: list[str] = GOAL_HEADER) -> None:
     table = [header] + [r.cells() for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for n, line in enumerate(table):
@@ -333,6 +332,42 @@ def delay_goals(url: str, runs: int, scratch: Path, book: bool) -> list[Row]:
     return rows
 
 
+def curl_commands(url: str) -> list[tuple[Command, Command]]:
+    """asyncio -m 1000 and curl --parallel-max 1000 over the same URLs, whole process."""
+    pairs = []
+    for option, codes, n_ok in (('-a', None, 194), ('-e', every_code(), 194)):
+        n_urls = len(codes or country_codes())
+        ours = Command(f'asyncio {option} -m 1000',
+                       variant('asyncio', option, '-m', '1000', '-s', url),
+                       expect=f'{n_ok} flags downloaded.')
+        curl = Command(f'curl --parallel-max 1000 ({n_urls} URLs)',
+                       curl_command(url, 1000, codes))
+        pairs.append((ours, curl))
+    return pairs
+
+
+def curl_table(pairs: list[tuple[Command, Command]]) -> list[Row]:
+    """One row a pair: both medians of the whole process and their ratio."""
+    rows = []
+    for ours, curl in pairs:
+        a, c = ours.median('wall'), curl.median('wall')
+        rows.append(Row('', f'DELAY {ours.name} / {curl.name}, whole process', secs(a),
+                        secs(c), f'{a / c:.2f}x', None))
+    return rows
+
+
+def curl_rows(url: str, runs: int, scratch: Path) -> list[Row]:
+    """curl_table as context rows of the goal table."""
+    pairs = curl_commands(url)
+    print(f'DELAY asyncio -m 1000 against curl: {2 * len(pairs)} commands in turns, '
+          f'{runs} rounds', file=sys.stderr)
+    run_in_turns([c for pair in pairs for c in pair], runs, scratch)
+    # curl_table's cells are asyncio, curl, ratio: here they share one cell
+    return [Row('', f'  for reference: {r.what}', '', f'{r.book} ({r.target} / {r.measured})',
+                '', None)
+            for r in curl_table(pairs)]
+
+
 def memory_goals(url: str, runs: int, scratch: Path, book: bool) -> list[Row]:
     def cmd(name: str, is_book: bool = False) -> Command:
         return Command(f'{"book " if is_book else ""}{name} -e -m 1000',
@@ -361,8 +396,8 @@ def memory_goals(url: str, runs: int, scratch: Path, book: bool) -> list[Row]:
 def startup_goals(runs: int, scratch: Path) -> list[Row]:
     help_cmd = Command('asyncio --help', variant('asyncio', '--help'), expect='usage:')
     bare = Command('python -c pass', [sys.executable, '-c', 'pass'])
-    imports = Command('import asyncio, httpx, tqdm',
-                      [sys.executable, '-c', 'import asyncio, httpx, tqdm'])
+    imports = Command('import asyncio, httpx2, tqdm',
+                      [sys.executable, '-c', 'import asyncio, httpx2, tqdm'])
     print(f'start-up: 3 commands in turns, {2 * runs} rounds', file=sys.stderr)
     run_in_turns([help_cmd, bare, imports], 2 * runs, scratch)
     wall = help_cmd.median('wall')
@@ -370,7 +405,7 @@ def startup_goals(runs: int, scratch: Path) -> list[Row]:
         Row('6', 'python flags2_asyncio.py --help wall', '<= 0.300 s', secs(wall), 'same',
             wall <= 0.3),
         Row('', '  for reference: python -c pass', '', secs(bare.median('wall')), '', None),
-        Row('', '  for reference: python -c "import asyncio, httpx, tqdm"', '',
+        Row('', '  for reference: python -c "import asyncio, httpx2, tqdm"', '',
             secs(imports.median('wall')), '', None),
     ]
 
@@ -398,20 +433,23 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         try:
             if goals & {1, 2, 3}:
-                with flags_server('local') as url:
+                with running_server('local') as server:
+                    url = server.url
                     print(f'LOCAL server: {url}')
                     rows += [r for r in local_goals(url, args.runs, scratch, book)
                              if int(r.goal) in goals]
             if goals & {4, 5}:
-                with flags_server('delay') as url:
+                with running_server('delay') as server:
+                    url = server.url
                     print(f'DELAY server: {url} (seeded delays 0.2-0.8 s)')
                     if 4 in goals:
                         rows += delay_goals(url, args.runs, scratch, book)
+                        rows += curl_rows(url, args.runs, scratch)
                     if 5 in goals:
                         rows += memory_goals(url, args.runs, scratch, book)
             if 6 in goals:
                 rows += startup_goals(args.runs, scratch)
-        except BenchmarkError as exc:
+        except (BenchmarkError, ServerStartError) as exc:
             print(f'*** {exc}', file=sys.stderr)
             return 1
     print(f'medians of {args.runs} runs (start-up: {2 * args.runs}); the commands of each '

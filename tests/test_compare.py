@@ -14,10 +14,14 @@ import pytest
 from PIL import Image
 
 import flags2_compare
-from conftest import FlagsServer, Result, free_port, run_variant
-from flags2_common import expand_cc_args, port_answers
-from flags2_compare import Variant, ideal_time, max_overlap
+from conftest import Result, free_port, run_variant
+from flags2_common import expand_cc_args
+from flags2_compare import Variant, ideal_time
 from flags_server import Workload
+
+from flags2.charts import max_overlap
+from flags2.servers import FlagsServer, port_answers
+from flags2.tables import BAR_EIGHTHS, BAR_WIDTH
 
 REAL_VARIANTS = flags2_compare.load_variants
 SIX = expand_cc_args(False, False, [], 6)  # the first six of the top-20 list, sorted
@@ -30,6 +34,11 @@ def compare(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
 
 def row_line(lines: list[str], start: str) -> str:
     return next(line for line in lines if line.startswith(start))
+
+
+def bar_eighths(bar: str) -> int:
+    """The length of a text bar in eighths of a character."""
+    return sum(8 if char == '█' else BAR_EIGHTHS.index(char) for char in bar)
 
 
 # ------------------------------------------------------------ ideal time
@@ -134,16 +143,32 @@ def test_table_json_and_csv_report_every_run(delay_server: FlagsServer, tmp_path
     lines = result.lines
     assert row_line(lines, 'variant').split()[:5] == ['variant', 'concurrency', 'ok', '404',
                                                       'errors']
+    medians = {}
     for variant in ('sequential', 'threadpool', 'asyncio'):
-        times = [r['elapsed'] for r in runs if r['variant'] == variant]
+        mine = [r for r in runs if r['variant'] == variant]
+        times = [r['elapsed'] for r in mine]
+        medians[variant] = median = statistics.median(times)
         line = row_line(lines, variant + ' ')
-        assert (f'{statistics.median(times):.2f}s ({min(times):.2f}–{max(times):.2f})'
+        assert (f'{median:.2f}s ({min(times):.2f}–{max(times):.2f})'
                 in line)
-        assert '%' in line
+        # ... ideal, efficiency, exit: efficiency is ideal / median, in whole percent
+        ideal_cell, efficiency_cell = line.split()[-3:-1]
+        assert ideal_cell.endswith('s')
+        assert float(ideal_cell[:-1]) == pytest.approx(mine[0]['ideal'], abs=0.006)
+        assert efficiency_cell.endswith('%')
+        assert int(efficiency_cell[:-1]) == pytest.approx(100 * mine[0]['ideal'] / median,
+                                                          abs=1)
     assert row_line(lines, 'sequential ').split()[-5] == '1.00×'
     bars = lines[lines.index('Median elapsed time:') + 1:][:3]
     assert [bar.split()[0] for bar in bars] == ['sequential', 'threadpool', 'asyncio']
-    assert all('█' in bar or '▏' in bar for bar in bars)
+    longest = max(medians.values())
+    for bar, (variant, median) in zip(bars, medians.items(), strict=True):
+        blocks, shown = bar.split()[-2:]
+        assert shown == f'{median:.2f}s'
+        # the slowest fills the width; the others in proportion, to the eighth
+        # (the medians are the report's, rounded to 0.01 s, as the tool reads them)
+        assert bar_eighths(blocks) == pytest.approx(median / longest * BAR_WIDTH * 8,
+                                                    abs=1), variant
 
 
 def test_sweep_draws_the_chart_and_the_timeline(delay_server: FlagsServer,
