@@ -46,8 +46,9 @@ CASES = [  # (server mode, variant, arguments, figure)
 
 
 def python_version(python: str) -> str:
-    out = subprocess.run([python, '-c', 'import sys, httpx; print(sys.version.split()[0], '
-                          '"httpx", httpx.__version__)'], capture_output=True, text=True)
+    out = subprocess.run([python, '-c', 'import sys; from importlib.metadata import version; '
+                          'print(sys.version.split()[0], "httpx", version("httpx"))'],
+                         capture_output=True, text=True)
     return out.stdout.strip() or f'{python}: no httpx ({out.stderr.strip().splitlines()[-1:]})'
 
 

@@ -22,6 +22,7 @@ ALL_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import socket
 import ssl
 import threading
@@ -52,8 +53,16 @@ def preload_http_stack() -> None:
     An AsyncClient's first request also imports anyio's asyncio backend and
     its socket streams (another ~15 ms), so those come now too.
     """
-    import anyio._backends._asyncio  # noqa: F401
     import httpcore2  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # if anyio moves it: slower, never broken
+        importlib.import_module(ANYIO_ASYNCIO_BACKEND)
+
+
+# The one private name of a dependency in the suite: anyio loads this module
+# on first use and has no public way to load it sooner.
+# tests/test_clients.py checks that it is still there.
+ANYIO_ASYNCIO_BACKEND = 'anyio._backends._asyncio'
 
 
 # ------------------------------------------------------------ the shards

@@ -4,6 +4,7 @@ and that the HTTP stack is loaded before a run's clock starts."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import ROOT, free_port
 from flags2_common import flag_url
 
 from flags2.clients import (
+    ANYIO_ASYNCIO_BACKEND,
     AsyncShardedTransport,
     ShardedTransport,
     ShardLoad,
@@ -122,7 +124,7 @@ def test_the_first_https_handshake_loads_the_ca_certificates(
 
 # What a first request imports when nothing preloaded it: httpcore2 (with h11
 # and anyio) for any client, and anyio's asyncio backend for an AsyncClient.
-HTTP_STACK = ('httpcore2', 'h11', 'anyio', 'anyio._backends._asyncio')
+HTTP_STACK = ('httpcore2', 'h11', 'anyio', ANYIO_ASYNCIO_BACKEND)
 
 # Runs a variant's real main() in a fresh interpreter, against a server that
 # refuses connections; download_many is wrapped to note, when main calls it
@@ -157,3 +159,9 @@ def test_main_loads_the_http_stack_before_the_clock_starts(
     seen = json.loads(result.stdout.splitlines()[-1])
     assert seen['at import'] == [], 'importing the script already loads the stack'
     assert seen['when timed'] == list(HTTP_STACK), result.stderr
+
+
+def test_anyio_still_has_its_asyncio_backend_where_the_preload_imports_it() -> None:
+    """The preload's one private name: if anyio moves the module, this fails
+    (the preload itself would only get slower, silently)."""
+    assert importlib.util.find_spec(ANYIO_ASYNCIO_BACKEND) is not None

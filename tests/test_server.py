@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FlagsServer
-from flags2.codes import country_codes
-from flags2.servers import SERVER_SCRIPT, running_server, stop_process
 from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, Workload, flag_gif
+
+from flags2.codes import country_codes
+from flags2.servers import SERVER_SCRIPT, FlagsServer, running_server, stop_process
 
 
 def get(url: str) -> tuple[int, bytes, str]:
