@@ -103,18 +103,28 @@ def main() -> int:
                                     f'{b / a:.2f}x', None))
                 if mode == 'delay' and curl:
                     curl_pairs = curl_commands(server.url)
-                    print(f'DELAY against curl: {2 * len(curl_pairs)} commands in turns, '
+                    olds = [Command(f'{args.revision} {ours.name}',
+                                    [args.old_python, str(old / 'flags2_asyncio.py'),
+                                     *ours.argv[2:]], expect=ours.expect)
+                            for ours, _ in curl_pairs]
+                    print(f'DELAY against curl: {3 * len(curl_pairs)} commands in turns, '
                           f'{args.runs} rounds', file=sys.stderr)
-                    run_in_turns([c for pair in curl_pairs for c in pair], args.runs, scratch)
-                    curl_rows = curl_table(curl_pairs)
+                    run_in_turns([*(c for pair in curl_pairs for c in pair), *olds],
+                                 args.runs, scratch)
+                    curl_rows = [
+                        Row('', row.what, row.target, row.measured, row.book,
+                            None, f'{o.median("wall") / c.median("wall"):.2f}x')
+                        for row, o, (_, c) in zip(curl_table(curl_pairs), olds, curl_pairs,
+                                                  strict=True)]
     print(f'medians of {args.runs} runs, the two trees in turns after one warm-up run each')
     print_table(rows, ['', 'figure (median)', args.revision, 'this checkout', 'ratio', ''])
     if curl_rows:
         print()
-        print('this checkout against curl --parallel --parallel-immediate, same server, same '
-              'URLs (-a: 194, -e: 676, of which 482 are 404), whole process (wall), medians '
-              f'of {args.runs}')
-        print_table(curl_rows, ['', 'figure (median)', 'asyncio', 'curl', 'ratio', ''])
+        print('asyncio against curl --parallel --parallel-immediate, same server, same URLs '
+              '(-a: 194, -e: 676, of which 482 are 404), whole process (wall), medians '
+              f'of {args.runs}, the three in turns')
+        print_table(curl_rows, ['', 'figure (median)', 'this asyncio', 'curl',
+                                'this / curl', f'{args.revision} / curl'])
     elif not args.no_curl:
         print('curl not found: no curl figures')
     return 0

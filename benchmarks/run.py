@@ -173,9 +173,10 @@ class Row:
     measured: str
     book: str
     ok: bool | None  # None: context only, no goal
+    note: str = ''  # the last column of a context row
 
     def cells(self) -> list[str]:
-        verdict = '' if self.ok is None else ('PASS' if self.ok else 'MISS')
+        verdict = self.note if self.ok is None else ('PASS' if self.ok else 'MISS')
         return [self.goal, self.what, self.target, self.measured, self.book, verdict]
 
 
