@@ -127,15 +127,10 @@ class FlagApp:
             return json_response(COMPARE_ROUTES[path](self))
         if not path.startswith('/flags/'):
             return text_response(HTTPStatus.NOT_FOUND)
-        stats = self.stats
-        stats.in_flight += 1
-        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        self.stats.hold(asyncio.current_task())  # released by HeldConnections
         start = time.monotonic()
-        try:
-            response = await self.flag(path)
-        finally:
-            stats.in_flight -= 1
-        stats.by_status[response.status] += 1
+        response = await self.flag(path)
+        self.stats.by_status[response.status] += 1
         self.log.add(start, path, response.status)
         return response
 
@@ -187,12 +182,32 @@ def json_response(data: dict[str, Any]) -> Response:
 
 @dataclass
 class Stats:
-    """Counters behind GET /stats, so a run can show real concurrency."""
+    """Counters behind GET /stats, so a run can show real concurrency.
+
+    A flag request is *in flight* from the moment its request line has been
+    read until the server has written the whole answer, or has noticed that
+    the client closed the connection, whichever comes first. So a request
+    whose client gave up (a timeout, Ctrl-C) still counts while the server
+    sleeps its delay, and a stalled one counts until the client hangs up:
+    ``peak_in_flight`` is the most requests the server held at once since
+    the last reset, abandoned ones included.
+    """
 
     by_status: Counter[int] = field(default_factory=Counter)
-    in_flight: int = 0
+    held: set[object] = field(default_factory=set)  # one token per request held
     peak_in_flight: int = 0
     started: float = field(default_factory=time.time)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held)
+
+    def hold(self, token: object) -> None:
+        self.held.add(token)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.held))
+
+    def release(self, token: object) -> None:
+        self.held.discard(token)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +221,26 @@ class Stats:
         self.by_status.clear()
         self.peak_in_flight = self.in_flight
         self.started = time.time()
+
+
+class HeldConnections(Connections):
+    """The wire, releasing each flag request's hold only when its exchange is over.
+
+    ``serve_one`` returns (or raises) once the answer is written, the fault is
+    on the wire, a stall has seen the client close, or the connection broke;
+    the app took the hold when it began on the flag.
+    """
+
+    def __init__(self, app: FlagApp) -> None:
+        super().__init__(app)
+        self.stats = app.stats
+
+    async def serve_one(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> bool:
+        try:
+            return await super().serve_one(reader, writer)
+        finally:
+            self.stats.release(asyncio.current_task())
 
 
 class RequestLog:
@@ -332,7 +367,7 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
     pools: list[Connections] = []
     try:
         for spec in specs:
-            pool = Connections(FlagApp(spec.workload))
+            pool = HeldConnections(FlagApp(spec.workload))
             pools.append(pool)
             port = await pool.listen(bind, spec.port)
             host = f'[{bind}]' if ':' in bind else bind
@@ -342,8 +377,8 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
             print('Ready. Press Ctrl-C to stop.', flush=True)
         await stop.wait()
     finally:
-        for pool in pools:
-            await pool.close()
+        for held in pools:
+            await held.close()
 
 
 # ---------------------------------------------------------------------- CLI

@@ -18,6 +18,13 @@ PLOT_INSTALL = "pip install 'flags2[plot]' (or: pip install matplotlib)"
 COLOURS = {'sequential': '#7f7f7f', 'threadpool': '#1f77b4', 'asyncio': '#d62728'}
 OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#8c8c8c', 'error': '#d62728'}
 IN_FLIGHT_COLOUR = '#c6dbef'
+# Where the concurrent variants take the same time their lines coincide: each
+# keeps its own marker and dashes, and sits a little to its side of the level
+# (a factor, as the x axis is logarithmic), so neither hides the other.
+SWEEP_STYLES: dict[str, tuple[str, str, str, float]] = {  # marker, dashes, face, offset
+    'threadpool': ('o', '-', 'full', 0.94),
+    'asyncio': ('s', '--', 'none', 1.06),
+}
 
 
 def check_matplotlib() -> str | None:
@@ -32,6 +39,9 @@ def check_matplotlib() -> str | None:
 def plot_sweep(path: Path, rows: list[Row], subtitle: str,
                ideal_at: Callable[[int], float] | None) -> None:
     """Elapsed time against concurrency (log-log) above efficiency at each level.
+
+    The concurrent variants differ in marker, dashes and a small sideways
+    offset, so where their times are equal both stay visible (issue 11).
 
     ``ideal_at(concur_req)``: the ideal time at that level, drawn as the
     line no client can beat; None when the server publishes no delays.
@@ -55,19 +65,21 @@ def plot_sweep(path: Path, rows: list[Row], subtitle: str,
                             markerfacecolor='none', linestyle='none', color=colour,
                             label='sequential')
             continue
-        xs = [row.concurrency for row in mine]
+        marker, dashes, fill, offset = SWEEP_STYLES.get(name, ('o', '-', 'full', 1.0))
+        style: dict[str, Any] = {'marker': marker, 'linestyle': dashes, 'fillstyle': fill}
+        xs = [row.concurrency * offset for row in mine]
         ys = [row.median or 0.0 for row in mine]
         low = [y - min(row.times) for y, row in zip(ys, mine, strict=True)]
         high = [max(row.times) - y for y, row in zip(ys, mine, strict=True)]
-        ax.errorbar(xs, ys, yerr=[low, high], marker='o', capsize=3, color=colour,
+        ax.errorbar(xs, ys, yerr=[low, high], capsize=3, color=colour, **style,
                     label=f'{name} (median of the runs, bars: min–max)')
-        effs = [(row.concurrency, e * 100) for row in mine
+        effs = [(row.concurrency * offset, e * 100) for row in mine
                 if (e := row.efficiency()) is not None]
         if effs:
-            eff_ax.plot(*zip(*effs, strict=True), marker='o', color=colour, label=name)
+            eff_ax.plot(*zip(*effs, strict=True), color=colour, **style, label=name)
     if ideal_at is not None:
-        xs = levels or [1]
-        ax.plot(xs, [ideal_at(x) for x in xs], color='black', linestyle='--',
+        ideal_levels = levels or [1]
+        ax.plot(ideal_levels, [ideal_at(x) for x in ideal_levels], color='black', linestyle='--',
                 marker='x', label='ideal: the server\'s delays only, zero client overhead')
     ax.set_xscale('log')
     ax.set_yscale('log')

@@ -5,41 +5,30 @@ Conventions in the guide, checked here:
   (FUNCTION may be ``Class.method``, or ``-`` for the whole module), and the line before
   it says so to the reader: ``From `FILE`, `FUNCTION`:``. A line ``...`` splits
   the block into runs; each run must appear in that function's source, contiguous and
-  verbatim apart from common indentation. A plain ``python`` block is a sketch and is not
-  checked.
-- A ``console`` block holds commands (``$ python flags2_X.py …``) and their output. Each
-  command is run against the bundled server, with the labels moved to servers started here
-  on ephemeral ports (default workload, so the delays and failures are the guide's); the
-  commands run at the same time, as they spend most of their time waiting. The
-  exit status must be the one the block shows (an ``[exit status N]`` line, 0 when absent),
-  and every shown line that reports codes, counts or causes must be in the real output.
+  verbatim apart from common indentation, and the runs in the order of the source. A
+  plain ``python`` block is a sketch and is not checked.
+- Every ``console`` block (and every block with no info string) is a real run: each
+  command in it is run as written and its output compared line by line, under the rules
+  of tests/samples.py (ports, elapsed seconds, the auto-start line and progress bars are
+  normalised; everything else, in order, must match). A ``text`` block is not run.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-import shlex
 import textwrap
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import samples
 
-from conftest import ROOT, Result, free_port, run_variant
-
-from flags2.servers import FlagsServer, start_server, stop_server
+from conftest import ROOT
 
 GUIDE = ROOT / 'docs' / 'companion.md'
 FENCE = re.compile(r'^( *)```([^\n`]*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
-CHECKED_OUTPUT = re.compile(
-    r'\d+ flags? downloaded\.|\d+ not found\.|\d+ errors?\.|errors: .*|[A-Z]{2} error: .*'
-    r'|[A-Z]{2} (OK|not found)|Searching for .*|\d+ concurrent connections will be used\.'
-    r'|1 connection will be used\.|Interrupted by Ctrl-C: .*|\*\*\* .*')
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-LABELS = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 
 
 @dataclass
@@ -65,14 +54,10 @@ def excerpt_blocks() -> list[Block]:
     return [b for b in blocks() if b.info.startswith('python ')]
 
 
-def console_blocks() -> list[Block]:
-    return [b for b in blocks() if b.info == 'console']
-
-
 def test_guide_quotes_code_and_shows_commands() -> None:
     """The guide keeps its shape: the nine points are quoted, and commands are shown."""
     assert len(excerpt_blocks()) >= 12
-    assert sum(len(commands(b)) for b in console_blocks()) >= 4
+    assert len(samples.markdown_samples(GUIDE)) >= 4
 
 
 # ------------------------------------------------------------------ excerpts
@@ -108,9 +93,11 @@ def dedented(lines: list[str]) -> list[str]:
     return textwrap.dedent('\n'.join(lines)).splitlines()
 
 
-def contains_run(source: list[str], run: list[str]) -> bool:
+def find_run(source: list[str], run: list[str], start: int = 0) -> int | None:
+    """The index of the first line of ``run`` in ``source`` at or after ``start``."""
     n = len(run)
-    return any(dedented(source[i:i + n]) == run for i in range(len(source) - n + 1))
+    return next((i for i in range(start, len(source) - n + 1)
+                 if dedented(source[i:i + n]) == run), None)
 
 
 @pytest.mark.parametrize('block', excerpt_blocks(), ids=str)
@@ -121,95 +108,40 @@ def test_excerpt_is_verbatim_in_the_named_function(block: Block) -> None:
     source = function_lines(ROOT / filename, function)
     quoted = runs(block.body)
     assert quoted, f'{block}: empty excerpt'
+    after = 0
     for run in quoted:
-        assert contains_run(source, run), \
+        assert find_run(source, run) is not None, \
             f'{block}: not verbatim in {filename} {function}:\n' + '\n'.join(run)
+        found = find_run(source, run, after)
+        assert found is not None, \
+            f'{block}: runs not in source order in {filename} {function}; this one comes ' \
+            'before the run shown above it:\n' + '\n'.join(run)
+        after = found + len(run)
 
 
 # ------------------------------------------------------------------ commands
 
-@dataclass
-class Command:
-    argv: list[str]
-    shown: list[str] = field(default_factory=list)
-    exit_status: int = 0
-
-    def __str__(self) -> str:
-        return shlex.join(self.argv)
-
-    @property
-    def labels(self) -> set[str]:
-        """The bundled-server labels this command names with ``-s``."""
-        return {self.argv[i + 1].upper() for i, arg in enumerate(self.argv[:-1])
-                if arg == '-s'} & LABELS.keys()
+GUIDE_SAMPLES = samples.markdown_samples(GUIDE)
 
 
-def commands(block: Block) -> list[Command]:
-    found: list[Command] = []
-    for line in block.body.splitlines():
-        if line.startswith('$ '):
-            found.append(Command(shlex.split(line[2:])))
-        elif match := re.fullmatch(r'\[exit status (\d+)\]', line.strip()):
-            found[-1].exit_status = int(match.group(1))
-        elif found:
-            found[-1].shown.append(line.strip())
-    return found
+def test_guide_runs_are_all_checked() -> None:
+    """Every command shown outside a ``text`` block is a variant this test runs."""
+    assert len(GUIDE_SAMPLES) >= 4
+    for sample in GUIDE_SAMPLES:
+        assert sample.argv[0] == 'python', f'{sample}: only python commands are run'
+        assert re.fullmatch(r'flags2_\w+\.py', sample.script), f'{sample}: not a variant'
 
 
 @pytest.fixture(scope='module')
-def guide_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
-    """Every command of the guide, run once and all at once (they mostly wait on delays).
-
-    Each label a command uses gets its own server with the default workload, so the
-    delays and failures are the ones the guide shows; labels not used point at free
-    ports, so nothing can reach ports 8000-8002.
-    """
-    runnable = [command for block in console_blocks() for command in commands(block)
-                if re.fullmatch(r'flags2_\w+\.py', command.argv[1])]
-    labels = sorted(set().union(*(command.labels for command in runnable)))
-    base = tmp_path_factory.mktemp('guide')
-    servers: list[FlagsServer] = []
-    try:
-        with ThreadPoolExecutor() as pool:
-            starting = [pool.submit(start_server, LABELS[label]) for label in labels]
-        servers.extend(f.result() for f in starting if f.exception() is None)
-        for future in starting:
-            future.result()  # a server that failed to start fails the run, after the
-            #                  others are in `servers` to be stopped
-        urls = {label: server.url for label, server in zip(labels, servers, strict=True)}
-        env = {f'FLAGS2_{label}_URL': urls.get(label, f'http://127.0.0.1:{free_port()}/flags')
-               for label in LABELS}
-
-        def run(numbered: tuple[int, Command]) -> Result:
-            n, command = numbered
-            variant = command.argv[1].removeprefix('flags2_').removesuffix('.py')
-            work = base / str(n)
-            work.mkdir()
-            return run_variant(variant, *command.argv[2:], '-o', str(work / 'flags'),
-                               cwd=work, env=env, timeout=60)
-
-        with ThreadPoolExecutor() as pool:
-            results = list(pool.map(run, enumerate(runnable)))
-        yield {str(command): result for command, result in zip(runnable, results, strict=True)}
-    finally:
-        for server in servers:
-            stop_server(server)
+def guide_runs(tmp_path_factory: pytest.TempPathFactory) -> list[samples.Real]:
+    """Every command of the guide, each alone against servers of its own."""
+    return samples.run_all(GUIDE_SAMPLES, tmp_path_factory.mktemp('guide'))
 
 
-@pytest.mark.parametrize('block', console_blocks(), ids=str)
-def test_console_block_runs_as_shown(block: Block, guide_runs: dict[str, Result]) -> None:
-    for command in commands(block):
-        assert command.argv[0] == 'python', f'{block}: only python commands are run'
-        assert re.fullmatch(r'flags2_\w+\.py', command.argv[1]), \
-            f'{block}: {command.argv[1]} is not a variant'
-        checked = [line for line in command.shown if CHECKED_OUTPUT.fullmatch(line)]
-        assert checked, f'{block}: {command} shows no output this test can check'
-        result = guide_runs[str(command)]
-        assert result.returncode == command.exit_status, \
-            f'{block}: {command} exited {result.returncode}:\n{result.stdout}{result.stderr}'
-        real = {line.strip() for line in result.stdout.splitlines()}
-        missing = [line for line in checked if line not in real]
-        assert not missing, f'{block}: {command} did not print {missing}:\n{result.stdout}'
+@pytest.mark.parametrize('index', range(len(GUIDE_SAMPLES)),
+                         ids=[s.where for s in GUIDE_SAMPLES])
+def test_console_sample_runs_as_shown(index: int, guide_runs: list[samples.Real]) -> None:
+    samples.check(GUIDE_SAMPLES[index], guide_runs[index])
 
 
 # ------------------------------------------------------------------ names
