@@ -36,6 +36,7 @@ from typing import Any
 
 from flags2.codes import country_codes
 from flags2.wire import (
+    BACKLOG,
     FD_HEADROOM,
     WIRE_FAULTS,
     Connections,
@@ -43,6 +44,7 @@ from flags2.wire import (
     Response,
     default_max_connections,
     fd_limit,
+    quiet_accept_errors,
     stop_on_signals,
     stop_when_stdin_closes,
     text_response,
@@ -333,6 +335,7 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
     """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    quiet_accept_errors(asyncio.get_running_loop())
     pools: list[Connections] = []
     try:
         for spec in specs:
@@ -420,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_connections is not None and args.max_connections < 1:
         parser.error('--max-connections is at least 1')
     specs = specs_from_args(args)
-    fd_limit(len(specs) * (args.max_connections or 1024) + FD_HEADROOM)
+    # Room for the connections, plus a backlog's worth accepted in one go
+    # before any can be turned away.
+    fd_limit(len(specs) * (args.max_connections or 1024) + BACKLOG + FD_HEADROOM)
     limits = Limits(args.idle_timeout,
                     args.max_connections or default_max_connections(len(specs)))
     for cc in country_codes():  # draw every flag before saying "ready"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ __all__ = [
     'Connections',
     'Limits',
     'Response',
+    'quiet_accept_errors',
     'stop_on_signals',
     'stop_when_stdin_closes',
     'text_response',
@@ -374,6 +376,35 @@ def loopback_sockets(bind: str, port: int) -> list[socket.socket]:
         sockets.append(sock)
         port = sock.getsockname()[1]  # with port 0, ::1 takes the port 127.0.0.1 got
     return sockets
+
+
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Report accept() running out of file handles in one line, at most once a second.
+
+    asyncio reports it with a traceback for every connection still waiting
+    (CPython 3.11 keeps calling accept() after the first failure), which made
+    1,100 idle connections write 100 MB of log in 15 s. Other errors keep
+    asyncio's full report.
+    """
+    default = loop.default_exception_handler
+    state = {'last': -LOG_INTERVAL, 'count': 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get('exception')
+        if not (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS):
+            default(context)
+            return
+        state['count'] += 1
+        now = time.monotonic()
+        if now - state['last'] >= LOG_INTERVAL:
+            log(f'cannot accept connections: {os.strerror(exc.errno)} '
+                f'({state["count"]} times since the last such line); retrying')
+            state['last'], state['count'] = now, 0
+
+    loop.set_exception_handler(handler)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
