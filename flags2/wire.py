@@ -400,8 +400,8 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         state['count'] += 1
         now = time.monotonic()
         if now - state['last'] >= LOG_INTERVAL:
-            log(f'cannot accept connections: {os.strerror(exc.errno)} '
-                f'({state["count"]} times since the last such line); retrying')
+            log(f'cannot accept connections: {os.strerror(exc.errno)}; retrying '
+                f'(failures since the last such line: {state["count"]})')
             state['last'], state['count'] = now, 0
 
     loop.set_exception_handler(handler)

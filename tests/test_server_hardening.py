@@ -3,7 +3,9 @@ requests, idle connections, too many connections, and a log nobody reads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -16,6 +18,7 @@ from typing import BinaryIO
 import pytest
 
 from flags2.servers import FlagsServer, running_server
+from flags2.wire import quiet_accept_errors
 
 pytestmark = pytest.mark.skipif(not Path('/proc/self/status').exists(),
                                 reason='reads memory and file handles through /proc')
@@ -238,3 +241,19 @@ def test_an_auto_started_server_that_logs_a_lot_never_blocks(server: FlagsServer
             break
     assert len(server.log_text()) - start_size > 100 * 1024
     assert_serves(server)
+
+
+def test_running_out_of_file_handles_is_one_log_line_a_second(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        quiet_accept_errors(loop)
+        for _ in range(2048):  # asyncio 3.11 reports once per connection waiting
+            loop.call_exception_handler({
+                'message': 'socket.accept() out of system resource',
+                'exception': OSError(errno.EMFILE, os.strerror(errno.EMFILE))})
+    finally:
+        loop.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ['flags_server: cannot accept connections: Too many open files; '
+                     'retrying (failures since the last such line: 1)']
