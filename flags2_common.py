@@ -26,12 +26,14 @@ from flags2.clients import preload_http_stack
 from flags2.codes import country_codes
 from flags2.failures import error_cause, short_cause
 from flags2.options import (
+    MAX_TIMEOUT,
     ArgumentParser,
     UsageError,
     check_dest,
-    positive_float,
     positive_int,
+    printable_url,
     resolve_server,
+    timeout_seconds,
 )
 from flags2.servers import ServerStartError, bundled_server, server_stats
 
@@ -127,9 +129,10 @@ def expand_cc_args(every_cc: bool, all_cc: bool, cc_args: list[str],
     elif all_cc:
         codes.update(country_codes())
     elif cc_args:
-        for cc in (arg.upper() for arg in cc_args):
-            if not (1 <= len(cc) <= 2 and cc.isascii() and cc.isalpha()):
-                raise UsageError(f'country code must be one or two ASCII letters, got {cc!r}')
+        for arg in cc_args:  # as typed: 'ß'.upper() is 'SS', a dotless i's is 'I'
+            if not (1 <= len(arg) <= 2 and arg.isascii() and arg.isalpha()):
+                raise UsageError(f'country code must be one or two ASCII letters, got {arg!r}')
+            cc = arg.upper()
             if len(cc) == 1:
                 codes.update(cc + c for c in letters)
             else:
@@ -163,9 +166,10 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
     parser.add_argument('-o', '--dest', metavar='DIR', type=Path, default=DEST_DIR,
                         help=f'folder to save flags in, created if missing '
                              f'(default={DEST_DIR}/ in the current folder)')
-    parser.add_argument('--timeout', metavar='SECONDS', type=positive_float,
+    parser.add_argument('--timeout', metavar='SECONDS', type=timeout_seconds,
                         default=DEFAULT_TIMEOUT,
-                        help=f'timeout of each request (default={DEFAULT_TIMEOUT})')
+                        help=f'timeout of each request, at most {MAX_TIMEOUT:.0f} (1 day) '
+                             f'(default={DEFAULT_TIMEOUT})')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='output detailed progress info')
     return parser
@@ -208,7 +212,7 @@ def concurrency(max_req: int, max_concur_req: int, cc_count: int) -> int:
 
 def initial_report(cc_list: list[str], concur_req: int, server_label: str,
                    base_url: str) -> None:
-    print(f'{server_label} site: {base_url}')
+    print(f'{server_label} site: {printable_url(base_url)}')
     if len(cc_list) <= 10:
         codes = ', '.join(cc_list)
     else:

@@ -36,9 +36,15 @@ from typing import Any
 
 from flags2.codes import country_codes
 from flags2.wire import (
+    BACKLOG,
+    FD_HEADROOM,
     WIRE_FAULTS,
     Connections,
+    Limits,
     Response,
+    default_max_connections,
+    fd_limit,
+    quiet_accept_errors,
     stop_on_signals,
     stop_when_stdin_closes,
     text_response,
@@ -231,8 +237,8 @@ class HeldConnections(Connections):
     the app took the hold when it began on the flag.
     """
 
-    def __init__(self, app: FlagApp) -> None:
-        super().__init__(app)
+    def __init__(self, app: FlagApp, limits: Limits | None = None) -> None:
+        super().__init__(app, limits)
         self.stats = app.stats
 
     async def serve_one(self, reader: asyncio.StreamReader,
@@ -360,14 +366,15 @@ class ServerSpec:
 
 
 async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, limits: Limits | None = None) -> None:
     """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    quiet_accept_errors(asyncio.get_running_loop())
     pools: list[Connections] = []
     try:
         for spec in specs:
-            pool = HeldConnections(FlagApp(spec.workload))
+            pool = HeldConnections(FlagApp(spec.workload), limits)
             pools.append(pool)
             port = await pool.listen(bind, spec.port)
             host = f'[{bind}]' if ':' in bind else bind
@@ -412,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_ERROR_RATE, metavar='SHARE',
                         help='share of flag requests that get the fault, chosen by seed '
                              'and code (default: %(default)s)')
+    parser.add_argument('--idle-timeout', type=float, default=Limits.idle_timeout,
+                        metavar='SECONDS',
+                        help='close a connection that sends no request for this long '
+                             '(default: %(default)s)')
+    parser.add_argument('--max-connections', type=int, default=None, metavar='N',
+                        help='connections open at once per mode; more are turned away '
+                             'with 503 (default: 1024, or fewer to stay below the '
+                             'file-handle limit)')
     parser.add_argument('--exit-with-stdin', action='store_true',
                         help=argparse.SUPPRESS)  # used by the scripts' auto-start
     return parser
@@ -438,7 +453,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('need 0 <= --delay-min <= --delay-max')
     if not 0 <= args.error_rate <= 1:
         parser.error('--fault-rate is a share between 0 and 1')
+    if not 0 < args.idle_timeout <= 24 * 60 * 60:
+        parser.error('--idle-timeout is a number of seconds above 0, at most a day')
+    if args.max_connections is not None and args.max_connections < 1:
+        parser.error('--max-connections is at least 1')
     specs = specs_from_args(args)
+    # Room for the connections, plus a backlog's worth accepted in one go
+    # before any can be turned away.
+    fd_limit(len(specs) * (args.max_connections or 1024) + BACKLOG + FD_HEADROOM)
+    limits = Limits(args.idle_timeout,
+                    args.max_connections or default_max_connections(len(specs)))
     for cc in country_codes():  # draw every flag before saying "ready"
         flag_gif(cc)
 
@@ -446,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         stop = asyncio.Event()
         if args.exit_with_stdin:
             stop_when_stdin_closes(asyncio.get_running_loop(), stop)
-        await serve(specs, args.bind, stop=stop)
+        await serve(specs, args.bind, stop=stop, limits=limits)
 
     try:
         asyncio.run(run())

@@ -9,14 +9,25 @@ cannot make (a server label, a folder that must be writable) raise
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 EXIT_USAGE = 2
+# The longest --timeout every variant can honour, with room to spare: socket
+# timeouts and threading.TIMEOUT_MAX overflow past about 9.2e9 s.
+MAX_TIMEOUT = 24 * 60 * 60.0
+
+# RFC 3986: what a URL may hold unescaped, and the parts of its authority.
+URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+BAD_ESCAPE = re.compile(r'%(?![0-9A-Fa-f]{2})')
+AUTHORITY = re.compile(r'(?:(?P<userinfo>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:\[\]]*)'
+                       r'(?::(?P<port>[^:]*))?')
+REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
 
 
 class UsageError(Exception):
@@ -52,24 +63,88 @@ def positive_float(text: str) -> float:
     return value
 
 
+def timeout_seconds(text: str) -> float:
+    """A positive number of seconds no variant's clock or socket overflows on."""
+    value = positive_float(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is over the maximum of {MAX_TIMEOUT:.0f} seconds (1 day)')
+    return value
+
+
 def resolve_server(server: str, servers: Mapping[str, str]) -> tuple[str, str]:
-    """(label, base URL) for a label of ``servers`` or a URL given with -s."""
+    """(label, base URL) for a label of ``servers`` or a URL given with -s.
+
+    A URL's label is its printable form: the password masked.
+    """
     label = server.upper()
     if label in servers:
         return label, servers[label]
     if '://' not in server:
-        raise UsageError(f'unknown server {server!r}: use one of '
+        raise UsageError(f'unknown server {printable_url(server)!r}: use one of '
                          f'{", ".join(servers)} or an http(s) URL')
-    parts = urlsplit(server)
-    if parts.scheme not in ('http', 'https'):
-        raise UsageError(f'server URL {server!r} must start with http:// or https://')
-    try:
-        parts.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise UsageError(f'server URL {server!r} has a bad port') from None
-    if not parts.hostname:
-        raise UsageError(f'server URL {server!r} has no host')
-    return server, server.rstrip('/')
+    check_base_url(server)
+    return printable_url(server), server.rstrip('/')
+
+
+def check_base_url(url: str) -> None:
+    """Refuse what cannot be a base URL of flags: the problem goes in a UsageError.
+
+    Checked here rather than left to the HTTP client, which would send a query
+    or a fragment, or a quietly re-escaped path, and report every flag "not
+    found" instead of one clear error.
+    """
+    shown = printable_url(url)
+    scheme, _, rest = url.partition('://')
+    if scheme.lower() not in ('http', 'https'):
+        raise UsageError(f'server URL {shown!r} must start with http:// or https://')
+    if bad := next((c for c in url if not URL_CHARS.fullmatch(c)), None):
+        raise UsageError(f'server URL {shown!r} has {bad!r}, which a URL cannot hold '
+                         'unescaped')
+    if '?' in url or '#' in url:
+        raise UsageError(f'server URL {shown!r} has a query or fragment; '
+                         'a base URL ends with its path')
+    if BAD_ESCAPE.search(url):
+        raise UsageError(f'server URL {shown!r} has a % not followed by two hex digits')
+    authority = rest.partition('/')[0]
+    if authority.count('@') > 1:
+        raise UsageError(f'server URL {shown!r} has more than one @: write an @ in a '
+                         'user name or password as %40')
+    parts = AUTHORITY.fullmatch(authority)
+    if parts is None:
+        raise UsageError(f'server URL {shown!r} has a bad host: write an IPv6 address in '
+                         'brackets, like http://[::1]:8000/flags')
+    host, port = parts['host'], parts['port']
+    if not host:
+        raise UsageError(f'server URL {shown!r} has no host')
+    if host.startswith('['):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UsageError(f'server URL {shown!r} has a bad IPv6 address: '
+                             f'{host}') from None
+    elif not REG_NAME.fullmatch(host):
+        raise UsageError(f'server URL {shown!r} has a bad host: {host!r}')
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise UsageError(f'server URL {shown!r} has a bad port: {port!r} '
+                         '(a number from 1 to 65535)')
+
+
+def printable_url(url: str) -> str:
+    """``url`` with its password masked: safe for any message or report.
+
+    Works on malformed URLs too (it only splits text), since a usage error
+    shows the very URL that failed to parse.
+    """
+    scheme, sep, rest = url.partition('://')
+    if not sep:  # 'user:pw@host' is no URL, but its password is still one
+        scheme, rest = '', url
+    authority = re.split(r'[/?#]', rest, maxsplit=1)[0]
+    userinfo, _at, hostport = authority.rpartition('@')
+    user, colon, _ = userinfo.partition(':')
+    if not colon:
+        return url
+    return f'{scheme}{sep}{user}:***@{hostport}{rest[len(authority):]}'
 
 
 def check_dest(dest: Path) -> None:

@@ -4,7 +4,9 @@ the scripts' auto-start, flags2_compare.py, the tests and the benchmarks.
 A server is ``python flags_server.py --mode MODE --port PORT`` in a child
 process. It prints ``MODE mode serving http://HOST:PORT/flags`` and then
 ``Ready``; ``start_server`` waits for both, so the port is known (port 0 lets
-the kernel pick one) and the server answers before anyone asks.
+the kernel pick one) and the server answers before anyone asks. Its log (its
+stderr) goes to an unnamed temporary file, never to a pipe: nobody reads a
+pipe during a run, and a server whose pipe filled up would freeze.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 # Beside this package both in a checkout and in site-packages (a wheel
@@ -29,7 +32,15 @@ STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 
 
 class ServerStartError(Exception):
-    """flags_server.py exited before it was ready; the message is its last words."""
+    """flags_server.py exited before it was ready: its last words, and what to do."""
+
+    def __init__(self, cause: str, mode: str, port: int) -> None:
+        super().__init__(cause, mode, port)
+        self.cause, self.mode, self.port = cause, mode, port
+
+    def __str__(self) -> str:
+        return (f'{self.cause}. Free port {self.port}, or start the server by hand: '
+                f'python flags_server.py --mode {self.mode} --port {self.port}')
 
 
 @dataclass
@@ -39,6 +50,11 @@ class FlagsServer:
     proc: subprocess.Popen[str]
     mode: str
     url: str  # the base URL of its flags: http://HOST:PORT/flags
+    log: IO[bytes]  # its stderr: an unnamed file, gone when closed
+
+    def log_text(self) -> str:
+        """What the server has logged so far."""
+        return read_log(self.log)
 
     @property
     def port(self) -> int:
@@ -70,26 +86,42 @@ def start_server(mode: str, *options: str, port: int = 0, bind: str = '127.0.0.1
             '--bind', bind, *options]
     if tied:
         argv.append('--exit-with-stdin')
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE if tied else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)  # Ctrl-C at the terminal reaches us; we stop the child
+    log = tempfile.TemporaryFile(prefix='flags_server-', suffix='.log')  # noqa: SIM115 -- lives as long as the server
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if tied else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            start_new_session=True)  # Ctrl-C at the terminal reaches us; we stop the child
+    except BaseException:
+        log.close()
+        raise
     assert proc.stdout is not None
     first = proc.stdout.readline()  # "DELAY mode serving http://127.0.0.1:PORT/flags"
     ready = proc.stdout.readline()
     if not ready.startswith('Ready'):
-        try:
-            _, err = proc.communicate(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        lines = err.strip().splitlines()
-        raise ServerStartError(lines[-1] if lines else f'exit status {proc.returncode}')
-    return FlagsServer(proc, mode, first.split()[-1])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_GRACE)  # it is exiting: let it finish its last words
+        stop_process(proc)
+        lines = read_log(log, tail=4096).strip().splitlines()
+        log.close()
+        raise ServerStartError(lines[-1] if lines else f'exit status {proc.returncode}',
+                               mode, port)
+    # The server writes nothing more on stdout: closing our end now leaves no
+    # pipe that could fill up, whatever the run does.
+    proc.stdout.close()
+    return FlagsServer(proc, mode, first.split()[-1], log)
+
+
+def read_log(log: IO[bytes], tail: int | None = None) -> str:
+    """The log, or its last ``tail`` bytes (a long log need not fit in memory)."""
+    size = log.seek(0, 2)
+    log.seek(0 if tail is None else max(0, size - tail))
+    return log.read().decode(errors='replace')
 
 
 def stop_server(server: FlagsServer) -> None:
     stop_process(server.proc)
+    server.log.close()
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

@@ -6,19 +6,29 @@ send a Content-Length that lies. That takes control of the bytes on the wire,
 which an HTTP library (or an ASGI server) exists to hide. This module has
 that control, and the listening sockets and stop signals around it, so
 flags_server.py can show only what each mode does with each request.
+
+It is also where a hostile or broken client is contained: a request that does
+not parse gets a 4xx and a closed connection, a body is never held in memory,
+an idle connection is closed, and past a cap new connections are turned away
+before they can use up the process's file handles. Its log is one line per
+event on stderr, and a line that a client could repeat at will (the cap) is
+written at most once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import re
 import signal
 import socket
 import struct
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
@@ -26,14 +36,29 @@ __all__ = [
     'WIRE_FAULTS',
     'App',
     'Connections',
+    'Limits',
     'Response',
+    'quiet_accept_errors',
     'stop_on_signals',
     'stop_when_stdin_closes',
     'text_response',
 ]
 
 BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
-MAX_HEAD = 16 * 1024
+MAX_HEAD = 16 * 1024  # request line and headers together
+MAX_BODY = 64 * 1024  # a flag request has no body; a bigger one gets 413
+DISCARD_CHUNK = 64 * 1024
+LINGER = 2.0  # seconds to drain a refused request before closing, so the client reads why
+LOG_INTERVAL = 1.0  # seconds between two lines about the connection cap
+FD_HEADROOM = 64  # file handles kept for listening sockets, stdio, the log
+
+# RFC 9110/9112: what the parts of a request head may hold.
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TARGET = re.compile(rb'[!-~]+')  # visible ASCII: no space, control character or NUL
+VERSION = re.compile(rb'HTTP/1\.[0-9]')
+FIELD_VALUE = re.compile(rb'[\t\x20-\x7e\x80-\xff]*')  # no NUL, CR, LF or other controls
+DIGITS = re.compile(rb'[0-9]+')
+SINGLE_FIELDS = ('content-length', 'transfer-encoding', 'host', 'connection')
 WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
 
 
@@ -56,13 +81,75 @@ def text_response(status: HTTPStatus) -> Response:
     return Response(status, f'{status.value} {status.phrase}\n'.encode())
 
 
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]  # names in lower case
+    body_length: int
+
+
+class Refused(Exception):
+    """A request we will not serve: answer ``status``, log ``reason``, close."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status, self.reason = status, reason
+
+
+def default_max_connections(pools: int = 1) -> int:
+    """Connections per pool that leave file handles to spare: at most 1024.
+
+    Past the process's file-handle limit, accept() fails and asyncio logs
+    every retry; turning connections away below it keeps the server serving.
+    """
+    return max(1, min(1024, (fd_limit() - FD_HEADROOM) // pools))
+
+
+def fd_limit(wanted: int = 0) -> int:
+    """Our soft limit of file handles, first raised toward ``wanted`` within the hard limit.
+
+    Many systems start processes at 1024, too few for 1000 connections and
+    the rest; the hard limit is often far higher, and ours to take.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to read
+        return 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if soft != infinite and wanted > soft:
+        new_soft = wanted if hard == infinite else min(wanted, hard)
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+    return 1 << 20 if soft == infinite else soft
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of the server."""
+
+    idle_timeout: float = 15.0  # seconds a connection may wait for its next request
+    max_connections: int = field(default_factory=default_max_connections)  # per pool
+
+
+def log(line: str) -> None:
+    """One line on stderr: the server's whole log."""
+    print(f'flags_server: {line}', file=sys.stderr, flush=True)
+
+
 class Connections:
     """Serves one app over HTTP/1.1 with keep-alive, and can drop every open connection."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, limits: Limits | None = None) -> None:
         self.app = app
+        self.limits = limits or Limits()
         self.tasks: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.Server] = []
+        self.turned_away = 0  # since the last line about the cap
+        self.last_cap_line = -LOG_INTERVAL
 
     async def listen(self, bind: str, port: int) -> int:
         """Listen on ``bind`` (both loopbacks for 'localhost'); the port (0: the kernel's pick)."""
@@ -85,50 +172,146 @@ class Connections:
                      writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self.tasks) >= self.limits.max_connections:
+            self.turn_away(writer)
+            return
         self.tasks.add(task)
         try:
             while await self.serve_one(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError,
+        except Refused as exc:
+            log(f'{exc.status.value} {exc.status.phrase} to {peer(writer)}: {exc.reason}')
+            await refuse(reader, writer, exc.status)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError,
                 asyncio.CancelledError):
-            pass
+            pass  # the client left, went idle too long, or we are stopping
         finally:
             self.tasks.discard(task)
             writer.close()
 
+    def turn_away(self, writer: asyncio.StreamWriter) -> None:
+        """Close a connection past the cap at once, saying so at most once a second."""
+        self.turned_away += 1
+        now = time.monotonic()
+        if now - self.last_cap_line >= LOG_INTERVAL:
+            log(f'{self.limits.max_connections} connections open, the most '
+                f'--max-connections allows: turned away {self.turned_away} '
+                'since the last such line')
+            self.turned_away, self.last_cap_line = 0, now
+        writer.write(response_head(text_response(HTTPStatus.SERVICE_UNAVAILABLE), 0,
+                                   keep_alive=False))
+        writer.close()
+
     async def serve_one(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; False when the connection should close."""
-        try:
-            head = await reader.readuntil(b'\r\n\r\n')
-        except asyncio.IncompleteReadError:
-            return False  # the client closed an idle connection
-        except asyncio.LimitOverrunError:
-            await send(writer, text_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE),
-                       keep_alive=False)
-            return False
-        request_line, *header_lines = head.decode('latin-1').split('\r\n')
-        parts = request_line.split(' ')
-        if len(parts) != 3 or not parts[2].startswith('HTTP/1.'):
-            await send(writer, text_response(HTTPStatus.BAD_REQUEST), keep_alive=False)
-            return False
-        method, target, version = parts
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(':')
-            headers[name.strip().lower()] = value.strip().lower()
-        length = headers.get('content-length', '0')
-        if length.isdigit() and int(length):
-            await reader.readexactly(int(length))  # a GET has none; drop it
-        connection = headers.get('connection', '')
-        keep_alive = (connection != 'close' if version == 'HTTP/1.1'
+        """Answer one request; False when the connection should close.
+
+        Raises Refused for a request that must not be served, and TimeoutError
+        when the client sends nothing for the idle timeout.
+        """
+        async with asyncio.timeout(self.limits.idle_timeout):
+            request = await read_request(reader)
+            if request is None:
+                return False  # the client closed an idle connection
+            await discard(reader, request.body_length)
+        connection = request.headers.get('connection', '').lower()
+        keep_alive = (connection != 'close' if request.version == 'HTTP/1.1'
                       else connection == 'keep-alive')
-        response = await self.app.respond(method, target)
+        response = await self.app.respond(request.method, request.target)
         if response.wire_fault:
             await send_fault(reader, writer, response)
             return False
-        await send(writer, response, keep_alive, head_only=method == 'HEAD')
+        async with asyncio.timeout(self.limits.idle_timeout):
+            await send(writer, response, keep_alive, head_only=request.method == 'HEAD')
         return keep_alive
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request | None:
+    """Read and check one request head; None when the client closed before one began."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readuntil(b'\n')
+        except asyncio.IncompleteReadError as exc:
+            if lines or exc.partial.strip():
+                raise Refused(HTTPStatus.BAD_REQUEST, 'request head cut short') from None
+            return None
+        except asyncio.LimitOverrunError:
+            raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                          f'a line over {MAX_HEAD} bytes') from None
+        size += len(line)
+        if size > MAX_HEAD:
+            raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                          f'request head over {MAX_HEAD} bytes')
+        if not line.endswith(b'\r\n'):
+            raise Refused(HTTPStatus.BAD_REQUEST, 'a line ends in a bare LF')
+        if line == b'\r\n':
+            if lines:
+                return parse_head(lines)
+            continue  # RFC 9112 2.2: ignore empty lines before a request line
+        lines.append(line[:-2])
+
+
+def parse_head(lines: list[bytes]) -> Request:
+    """The request of a head, checked field by field (RFC 9112)."""
+    request_line, *fields = lines
+    parts = request_line.split(b' ')
+    if not (len(parts) == 3 and TOKEN.fullmatch(parts[0]) and TARGET.fullmatch(parts[1])
+            and VERSION.fullmatch(parts[2])):
+        raise Refused(HTTPStatus.BAD_REQUEST, 'bad request line')
+    headers: dict[str, str] = {}
+    for line in fields:
+        name, colon, value = line.partition(b':')
+        value = value.strip(b' \t')
+        if not (colon and TOKEN.fullmatch(name) and FIELD_VALUE.fullmatch(value)):
+            raise Refused(HTTPStatus.BAD_REQUEST, 'bad header line')
+        key = name.decode('ascii').lower()
+        if key in headers and key in SINGLE_FIELDS:
+            raise Refused(HTTPStatus.BAD_REQUEST, f'{key} given twice')
+        headers[key] = value.decode('latin-1')
+    if 'transfer-encoding' in headers:
+        raise Refused(HTTPStatus.NOT_IMPLEMENTED, 'transfer-encoding is not supported')
+    length = headers.get('content-length', '0').encode('latin-1')
+    if not DIGITS.fullmatch(length):
+        raise Refused(HTTPStatus.BAD_REQUEST, 'content-length is not a number')
+    if len(length.lstrip(b'0')) > 18 or int(length) > MAX_BODY:  # int() of 5000 digits raises
+        raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f'body over {MAX_BODY} bytes')
+    method, target, version = (part.decode('ascii') for part in parts)
+    return Request(method, target, version, headers, int(length))
+
+
+async def discard(reader: asyncio.StreamReader, length: int) -> None:
+    """Read ``length`` bytes of body and drop them, a chunk at a time."""
+    while length > 0:
+        chunk = await reader.read(min(length, DISCARD_CHUNK))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b'', length)
+        length -= len(chunk)
+
+
+async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 status: HTTPStatus) -> None:
+    """Answer ``status``, then drain (never keep) what the client still sends.
+
+    Closing a socket with unread data sends a reset, which can destroy the
+    answer before the client reads it; a short drain lets it arrive.
+    """
+    with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError, OSError):
+        async with asyncio.timeout(LINGER):
+            await send(writer, text_response(status), keep_alive=False)
+            if writer.can_write_eof():
+                writer.write_eof()
+            while await reader.read(DISCARD_CHUNK):
+                pass
+
+
+def peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info('peername')
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f'[{address[0]}]' if ':' in str(address[0]) else address[0]
+        return f'{host}:{address[1]}'
+    return 'a client'
 
 
 async def send(writer: asyncio.StreamWriter, response: Response,
@@ -193,6 +376,35 @@ def loopback_sockets(bind: str, port: int) -> list[socket.socket]:
         sockets.append(sock)
         port = sock.getsockname()[1]  # with port 0, ::1 takes the port 127.0.0.1 got
     return sockets
+
+
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Report accept() running out of file handles in one line, at most once a second.
+
+    asyncio reports it with a traceback for every connection still waiting
+    (CPython 3.11 keeps calling accept() after the first failure), which made
+    1,100 idle connections write 100 MB of log in 15 s. Other errors keep
+    asyncio's full report.
+    """
+    default = loop.default_exception_handler
+    state = {'last': -LOG_INTERVAL, 'count': 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get('exception')
+        if not (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS):
+            default(context)
+            return
+        state['count'] += 1
+        now = time.monotonic()
+        if now - state['last'] >= LOG_INTERVAL:
+            log(f'cannot accept connections: {os.strerror(exc.errno)}; retrying '
+                f'(failures since the last such line: {state["count"]})')
+            state['last'], state['count'] = now, 0
+
+    loop.set_exception_handler(handler)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

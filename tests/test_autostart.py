@@ -76,7 +76,10 @@ def test_server_tied_to_stdin_exits_cleanly_however_it_is_stopped(sigterm_first:
         if sigterm_first:
             proc.terminate()
             time.sleep(0.05)  # EOF arrives while the server is shutting down
-        _, err = proc.communicate(timeout=5)  # closes stdin
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=5)
+        err = server.log_text()
     finally:
         stop_server(server)
     assert proc.returncode == 0, err
@@ -128,7 +131,8 @@ def test_a_server_that_cannot_start_is_one_line_with_its_cause(variant: str,
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         '*** Could not start the bundled flags server: flags_server: cannot listen: '
-        '[Errno 98] Address already in use']
+        f'[Errno 98] Address already in use. Free port {port}, or start the server by '
+        f'hand: python flags_server.py --mode local --port {port}']
     assert result.stdout == ''
     assert server_processes(port) == []
     assert list((tmp_path / 'downloaded').iterdir()) == []  # made when -o was checked

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VARIANTS, run_variant
+from conftest import VARIANTS, free_port, run_variant
 from flags2_common import (
     POP20_CC,
     SERVERS,
@@ -19,7 +19,7 @@ from flags2_common import (
 )
 
 from flags2.codes import country_codes
-from flags2.options import UsageError, resolve_server
+from flags2.options import MAX_TIMEOUT, UsageError, printable_url, resolve_server
 from flags2.servers import FlagsServer
 
 
@@ -86,7 +86,9 @@ BAD_ARGS = [
     (['A1'], "'A1'"),
     ([''], "''"),
     (['É'], "'É'"),
-    (['b r'], "'B R'"),
+    (['b r'], "'b r'"),
+    (['ß'], "'ß'"),
+    (['--timeout', '1e10'], "'1e10'"),
     (['-m', '0'], "'0'"),
     (['-m', 'many'], "'many'"),
     (['-l', '-1'], "'-1'"),
@@ -187,3 +189,120 @@ def test_process_args_reports_a_usage_error_through_the_parser(
         process_args(build_parser(5), ['-o', str(tmp_path), 'ZZZ'])
     out, err = capsys.readouterr()
     assert_usage_error(exit_info.value.code, out, err, "'ZZZ'")
+
+
+# ------------------------------------------------ hostile input (issue i10)
+
+BAD_URLS = [
+    ('http://[::1', 'IPv6'),                      # was a ValueError traceback
+    ('http://[127.0.0.1]/flags', 'IPv6'),
+    ('http://::1/flags', 'IPv6'),
+    ('http://127.0.0.1:{port}/flags?x=1', 'query'),  # was: every code "not found"
+    ('http://127.0.0.1:{port}/flags?', 'query'),
+    ('http://127.0.0.1:{port}/flags#top', 'fragment'),
+    ('http://127.0.0.1:{port}/fl%zzags', '%'),
+    ('http://127.0.0.1:{port}/fl%4', '%'),
+    ('http://127.0.0.1:{port}\\flags', "'\\\\'"),
+    ('http://127.0.0.1:{port}/my flags', "' '"),
+    ('http://127.0.0.1:{port}/fl\tags', "'\\t'"),
+    ('http://127.0.0.1:+{port}/flags', 'port'),
+    ('http://127.0.0.1:0/flags', 'port'),
+    ('http://127.0.0.1:65536/flags', 'port'),
+    ('http://a@b@127.0.0.1:{port}/flags', '@'),
+    ('http:///flags', 'no host'),
+]
+
+
+@pytest.mark.parametrize(('url', 'named'), BAD_URLS)
+def test_bad_server_urls_are_one_line_usage_errors(url: str, named: str,
+                                                   local_server: FlagsServer,
+                                                   tmp_path: Path) -> None:
+    url = url.format(port=local_server.port)
+    before = local_server.stats()['requests']
+    result = run_variant('sequential', '-s', url, 'BR', cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, named)
+    assert len(result.stderr.splitlines()[0]) < 200
+    assert local_server.stats()['requests'] == before
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('url', ['http://127.0.0.1:8000/flags', 'https://example.com',
+                                 'http://[::1]:8000/flags/', 'http://user:pw@host/flags',
+                                 'http://[fe80::1%25eth0]:8000/flags', 'http://h/a%2Fb'])
+def test_good_server_urls_pass(url: str) -> None:
+    assert resolve_server(url, SERVERS)[1] == url.rstrip('/')
+
+
+@pytest.mark.parametrize('code', [
+    'ß',    # upper() is 'SS': two ASCII letters, but not as typed
+    'ǅ',    # a title-case digraph: one letter, upper() 'Ǆ'
+    'ı',    # dotless i: upper() is 'I'
+    'ſ',    # long s: upper() is 'S'
+    'ﬀ',    # a ligature: upper() is 'FF'
+    'ｂｒ',  # full-width letters
+    '\u212a',  # the Kelvin sign, which lower() makes 'k'
+    'b\u0301',  # b and a combining accent
+])
+def test_country_codes_are_ascii_letters_as_typed(code: str) -> None:
+    with pytest.raises(UsageError) as info:
+        expand_cc_args(False, False, ['BR', code], None)
+    assert repr(code) in str(info.value)
+
+
+@pytest.mark.parametrize('value', ['1e10', '9.3e9', str(MAX_TIMEOUT + 1)])
+def test_timeout_past_what_every_variant_honours_is_a_usage_error(
+        value: str, tmp_path: Path) -> None:
+    result = run_variant('threadpool', '--timeout', value, cwd=tmp_path)
+    assert_usage_error(result.returncode, result.stdout, result.stderr, repr(value))
+    assert '86400' in result.stderr
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_the_longest_timeout_works_in_every_variant(variant: str, local_server: FlagsServer,
+                                                    tmp_path: Path) -> None:
+    result = run_variant(variant, '--timeout', str(MAX_TIMEOUT), 'BR', 'ZZ', cwd=tmp_path,
+                         env={'FLAGS2_LOCAL_URL': local_server.url})
+    assert result.returncode == 0, result.stderr
+    assert '1 flag downloaded.' in result.lines
+
+
+def test_help_gives_the_longest_timeout(tmp_path: Path) -> None:
+    result = run_variant('asyncio', '--help', cwd=tmp_path)
+    assert 'at most 86400 (1 day)' in ' '.join(result.stdout.split())
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_a_password_in_the_url_is_never_printed(variant: str, local_server: FlagsServer,
+                                                tmp_path: Path) -> None:
+    url = f'http://reader:s3cret-pw@127.0.0.1:{local_server.port}/flags'
+    result = run_variant(variant, '-v', '-s', url, 'BR', 'ZZ', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f'http://reader:***@127.0.0.1:{local_server.port}/flags site: '\
+           f'http://reader:***@127.0.0.1:{local_server.port}/flags' in result.lines
+    assert 's3cret' not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize('url', ['http://reader:s3cret-pw@127.0.0.1:{port}/flags?x',
+                                 'http://reader:s3cret-pw@[::1/flags',
+                                 'http://reader:s3cret-pw@h:x/flags',
+                                 'http://reader:s3cret-pw@127.0.0.1:{port}/flags'])
+def test_a_password_is_masked_in_usage_errors_and_failures(url: str, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens: the last URL fails with "connection refused"
+    result = run_variant('asyncio', '-v', '-s', url.format(port=port), 'BR', cwd=tmp_path)
+    assert result.returncode in (1, 2)
+    assert 'reader:***@' in result.stdout + result.stderr
+    assert 's3cret' not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(('url', 'shown'), [
+    ('http://u:pw@h/f', 'http://u:***@h/f'),
+    ('https://u:p:w@h:8/f?x#y', 'https://u:***@h:8/f?x#y'),
+    ('http://u:p@ss@h/', 'http://u:***@h/'),
+    ('http://u@h/f', 'http://u@h/f'),
+    ('http://h:8000/a@b:c', 'http://h:8000/a@b:c'),
+    ('http://u:pw@[::1', 'http://u:***@[::1'),
+    ('u:pw@h', 'u:***@h'),
+    ('LOCAL', 'LOCAL'),
+])
+def test_printable_url_masks_only_the_password(url: str, shown: str) -> None:
+    assert printable_url(url) == shown

@@ -1,0 +1,259 @@
+"""The bundled server against hostile or broken clients: big bodies, malformed
+requests, idle connections, too many connections, and a log nobody reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from flags2.servers import FlagsServer, running_server
+from flags2.wire import quiet_accept_errors
+
+pytestmark = pytest.mark.skipif(not Path('/proc/self/status').exists(),
+                                reason='reads memory and file handles through /proc')
+
+GET_BR = b'GET /flags/br/br.gif HTTP/1.1\r\nHost: x\r\n\r\n'
+IDLE_TIMEOUT = 1.0
+MAX_CONNECTIONS = 4
+
+
+@pytest.fixture(scope='module')
+def server() -> Iterator[FlagsServer]:
+    with running_server('local', '--idle-timeout', str(IDLE_TIMEOUT), tied=True) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def connect(server: FlagsServer, timeout: float = 5) -> Iterator[socket.socket]:
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=timeout)
+    try:
+        yield sock
+    finally:
+        stream = STREAMS.pop(sock, None)
+        if stream is not None:
+            stream.close()
+        sock.close()
+
+
+def status_of(sock: socket.socket) -> bytes:
+    """The status line of the next response, or b'' if the server closed first."""
+    data = b''
+    with contextlib.suppress(ConnectionResetError):
+        while b'\r\n' not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.partition(b'\r\n')[0]
+
+
+STREAMS: dict[socket.socket, BinaryIO] = {}  # one buffered reader per socket
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line, body) of the next response, which has a Content-Length."""
+    stream = STREAMS.get(sock)
+    if stream is None:
+        stream = STREAMS[sock] = sock.makefile('rb')
+    status = stream.readline().rstrip(b'\r\n')
+    assert status, 'closed before a response'
+    length = 0
+    while (line := stream.readline()) not in (b'\r\n', b''):
+        name, _, value = line.partition(b':')
+        if name.lower() == b'content-length':
+            length = int(value)
+    return status, stream.read(length)
+
+
+def assert_serves(server: FlagsServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(GET_BR)
+        status, body = read_response(sock)
+    assert status == b'HTTP/1.1 200 OK'
+    assert body[:6] in (b'GIF87a', b'GIF89a')
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The most memory the process has held (VmHWM): a body freed at once still shows."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    raise AssertionError('no VmHWM')
+
+
+# ------------------------------------------------------------------ bodies
+
+def test_a_big_body_is_never_held_in_memory(server: FlagsServer) -> None:
+    size = 64 * 1024 * 1024
+    before = peak_rss_kib(server.proc.pid)
+    with connect(server) as sock:
+        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: %d\r\n\r\n' % size)
+
+        def send_body() -> None:
+            chunk = bytes(1024 * 1024)
+            with contextlib.suppress(OSError):
+                for _ in range(size // len(chunk)):
+                    sock.sendall(chunk)
+
+        sender = threading.Thread(target=send_body)
+        sender.start()
+        status = status_of(sock)
+        sender.join(timeout=10)
+    assert status == b'HTTP/1.1 413 Request Entity Too Large'
+    assert peak_rss_kib(server.proc.pid) - before < 16 * 1024  # the old server grew by 64 MiB+
+    assert_serves(server)
+
+
+def test_a_small_body_is_skipped_and_the_connection_serves_on(server: FlagsServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nContent-Length: 5000\r\n\r\n'
+                     + b'x' * 5000 + GET_BR)
+        assert read_response(sock)[0] == b'HTTP/1.1 405 Method Not Allowed'
+        assert read_response(sock)[0] == b'HTTP/1.1 200 OK'
+
+
+# ------------------------------------------------------- malformed requests
+
+MALFORMED = [
+    ('bad length', b'GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n', 400),
+    ('negative length', b'GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n', 400),
+    ('superscript length', b'GET / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n', 400),
+    ('huge length', b'POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n', 413),
+    ('5000-digit length', b'POST / HTTP/1.1\r\nContent-Length: ' + b'9' * 5000 + b'\r\n\r\n',
+     413),
+    ('two lengths', b'POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx',
+     400),
+    ('non-ASCII name', b'GET / HTTP/1.1\r\nX-\xff\xfe: 1\r\n\r\n', 400),
+    ('no colon', b'GET / HTTP/1.1\r\nNoColonHere\r\n\r\n', 400),
+    ('space before colon', b'GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n', 400),
+    ('folded line', b'GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n', 400),
+    ('overlong line', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n\r\n', 431),
+    ('too many headers', b'GET / HTTP/1.1\r\n' + b'X: y\r\n' * 5000 + b'\r\n', 431),
+    ('bare LF', b'GET / HTTP/1.1\nHost: x\n\n', 400),
+    ('NUL in target', b'GET /\x00 HTTP/1.1\r\n\r\n', 400),
+    ('NUL in value', b'GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n', 400),
+    ('non-ASCII target', b'GET /flags/\xe9 HTTP/1.1\r\n\r\n', 400),
+    ('bad version', b'GET / HTTP/1.\xff\r\n\r\n', 400),
+    ('HTTP/2 preface', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 400),
+    ('chunked body', b'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 501),
+]
+
+
+@pytest.mark.parametrize(('data', 'status'), [case[1:] for case in MALFORMED],
+                         ids=[case[0] for case in MALFORMED])
+def test_a_malformed_request_gets_4xx_and_the_server_serves_on(
+        data: bytes, status: int, server: FlagsServer) -> None:
+    log_before = server.log_text()
+    with connect(server) as sock:
+        with contextlib.suppress(OSError):  # the server may answer before reading it all
+            sock.sendall(data)
+        assert status_of(sock).startswith(b'HTTP/1.1 %d ' % status)
+        assert status_of(sock) == b''  # then closes
+    assert_serves(server)
+    new_lines = server.log_text()[len(log_before):].splitlines()
+    assert len(new_lines) == 1 and new_lines[0].startswith(f'flags_server: {status} ')
+
+
+# ------------------------------------------------------- idle connections
+
+@pytest.mark.parametrize('after_a_request', [False, True])
+def test_an_idle_connection_is_closed_after_the_idle_timeout(after_a_request: bool,
+                                                             server: FlagsServer) -> None:
+    with connect(server) as sock:
+        if after_a_request:
+            sock.sendall(GET_BR)
+            read_response(sock)
+        start = time.monotonic()
+        assert status_of(sock) == b''  # closed, with no answer
+        waited = time.monotonic() - start
+    assert IDLE_TIMEOUT * 0.9 <= waited < IDLE_TIMEOUT * 2
+
+
+def test_a_slow_request_head_is_closed_after_the_idle_timeout(server: FlagsServer) -> None:
+    with connect(server) as sock:
+        start = time.monotonic()
+        with contextlib.suppress(OSError):
+            for _ in range(int(IDLE_TIMEOUT * 2 / 0.1)):  # one byte every 0.1 s
+                sock.sendall(b'X')
+                time.sleep(0.1)
+        assert status_of(sock) == b''
+        assert time.monotonic() - start < IDLE_TIMEOUT * 2 + 0.5
+
+
+# ---------------------------------------------------------- the connection cap
+
+def test_past_the_cap_connections_are_turned_away_and_the_log_stays_short() -> None:
+    with running_server('local', '--max-connections', str(MAX_CONNECTIONS)) as server, \
+            contextlib.ExitStack() as stack:
+        held = [stack.enter_context(connect(server)) for _ in range(MAX_CONNECTIONS)]
+        for sock in held:  # each served once: each is open at the server
+            sock.sendall(GET_BR)
+            read_response(sock)
+        for _ in range(200):
+            with connect(server, timeout=2) as extra:
+                start = time.monotonic()
+                assert status_of(extra) in (b'', b'HTTP/1.1 503 Service Unavailable')
+                assert time.monotonic() - start < 1
+        for sock in held:  # the connections within the cap still work
+            sock.sendall(GET_BR)
+            assert read_response(sock)[0] == b'HTTP/1.1 200 OK'
+        freed = held.pop()
+        STREAMS.pop(freed).close()  # a socket's file handle closes with its last reader
+        freed.close()
+        deadline = time.monotonic() + 2
+        while True:  # the freed slot serves a new connection
+            try:
+                assert_serves(server)
+                break
+            except (AssertionError, OSError):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        log = server.log_text().splitlines()
+    assert 1 <= len(log) <= 3, log
+    assert 'connections open' in log[0]
+
+
+# ------------------------------------------------------ a log nobody reads
+
+def test_an_auto_started_server_that_logs_a_lot_never_blocks(server: FlagsServer) -> None:
+    # The tied server is the one the scripts start; its stderr must not be a
+    # pipe: a pipe nobody reads fills at 64 KiB and freezes the server.
+    assert not stat.S_ISFIFO(os.stat(f'/proc/{server.proc.pid}/fd/2').st_mode)
+    bad = b'GET / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n'  # one log line each
+    start_size = len(server.log_text())
+    for _ in range(3000):
+        with connect(server, timeout=5) as sock:
+            sock.sendall(bad)
+            assert status_of(sock).startswith(b'HTTP/1.1 400 ')
+        if len(server.log_text()) - start_size > 100 * 1024:
+            break
+    assert len(server.log_text()) - start_size > 100 * 1024
+    assert_serves(server)
+
+
+def test_running_out_of_file_handles_is_one_log_line_a_second(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        quiet_accept_errors(loop)
+        for _ in range(2048):  # asyncio 3.11 reports once per connection waiting
+            loop.call_exception_handler({
+                'message': 'socket.accept() out of system resource',
+                'exception': OSError(errno.EMFILE, os.strerror(errno.EMFILE))})
+    finally:
+        loop.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ['flags_server: cannot accept connections: Too many open files; '
+                     'retrying (failures since the last such line: 1)']
