@@ -251,7 +251,7 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
     counter = DownloadCounter()
     stats = None
     t0 = time.perf_counter()
-    with signals_caught() as run:  # a signal raises only in the waits: interruptible()
+    with signals_caught(argv is None) as run:  # signals raise only in interruptible()
         try:
             with contextlib.ExitStack() as stack:
                 with interruptible():  # starting may be cut short

@@ -78,12 +78,14 @@ def stop_run(advice: str) -> None:
 
 
 @contextlib.contextmanager
-def signals_caught() -> Iterator[RunState]:
+def signals_caught(for_good: bool) -> Iterator[RunState]:
     """main: SIGINT and SIGTERM stop the run (see the module's docstring).
 
-    After a signal the handler stays, so a second one during the report
-    changes nothing; otherwise the previous handlers come back (main also
-    runs in-process, in the tests).
+    ``for_good`` (a run from the command line): once the run is over both
+    signals are ignored to the end, so one during the report or the exit
+    changes nothing (at exit Python resets its handlers to the default, which
+    kills; it leaves SIG_IGN alone). Otherwise (main called in-process, as
+    the tests do) the previous handlers come back, unless a signal came.
     """
     STATE.signum, STATE.advice, STATE.raising = None, '', False  # a fresh run
     if not in_main_thread():
@@ -93,8 +95,10 @@ def signals_caught() -> Iterator[RunState]:
     try:
         yield STATE
     finally:
-        if STATE.signum is None:
-            for signum, handler in previous.items():
+        for signum, handler in previous.items():
+            if for_good:
+                signal.signal(signum, signal.SIG_IGN)
+            elif STATE.signum is None:
                 signal.signal(signum, handler)
 
 
