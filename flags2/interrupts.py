@@ -39,6 +39,7 @@ class RunState:
     signum: signal.Signals | None = None  # the first SIGINT or SIGTERM
     advice: str = ''  # set by stop_run: what to do about the exhausted resource
     raising: bool = False  # the main thread is inside an interruptible block
+    active: bool = False  # inside signals_caught: a run of main
     on_stop: list[Callable[[], None]] = field(default_factory=list)  # asyncio: cancel
 
     @property
@@ -54,8 +55,11 @@ def in_main_thread() -> bool:
 
 
 def stop(signum: signal.Signals | None = None, advice: str = '') -> None:
-    """Stop the run, once: the first reason wins and later ones change nothing."""
-    if STATE.stopping:
+    """Stop the run, once: the first reason wins and later ones change nothing.
+
+    Outside a run of main (download_many called by itself) nothing stops.
+    """
+    if STATE.stopping or not STATE.active:
         return
     STATE.signum, STATE.advice = signum, advice
     for callback in STATE.on_stop:
@@ -87,12 +91,11 @@ def signals_caught(for_good: bool) -> Iterator[RunState]:
     kills; it leaves SIG_IGN alone). Otherwise (main called in-process, as
     the tests do) the previous handlers come back, unless a signal came.
     """
-    STATE.signum, STATE.advice, STATE.raising = None, '', False  # a fresh run
-    if not in_main_thread():
-        yield STATE
-        return
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    STATE.signum, STATE.advice, STATE.raising, STATE.active = None, '', False, True
+    previous = {}
     try:
+        if in_main_thread():
+            previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
         yield STATE
     finally:
         for signum, handler in previous.items():
@@ -100,6 +103,7 @@ def signals_caught(for_good: bool) -> Iterator[RunState]:
                 signal.signal(signum, signal.SIG_IGN)
             elif STATE.signum is None:
                 signal.signal(signum, handler)
+        STATE.signum, STATE.advice, STATE.active = None, '', False
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ handles ends the run with advice instead of a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import re
 import resource
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import flags2_asyncio
 from conftest import CONCURRENT_VARIANTS, ROOT, VARIANTS, Result, saved_codes
+from flags2_common import main
 
 from flags2.codes import country_codes
 from flags2.servers import FlagsServer
@@ -154,3 +157,24 @@ def test_too_many_open_files(variant: str, slow_server: FlagsServer, tmp_path: P
     assert 'too many open files' in next(line for line in result.lines
                                          if line.startswith('errors: '))
 
+
+
+def test_asyncio_no_thread_to_save_stops_the_run(local_server: FlagsServer, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """asyncio saves in threads; when none can start (as with too little memory)."""
+    async def no_thread(*args: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(asyncio, 'to_thread', no_thread)
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags2_asyncio.download_many, 5, 1000,
+                            ['-v', '-s', local_server.url, '-o', str(tmp_path), *CODES])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert err.splitlines()[-1] == f'*** {NO_THREAD_ADVICE}'
+    assert 'Stopped: ' in out
+    assert saved_codes(tmp_path) == []
+    failed = [line.split()[0] for line in out.splitlines()
+              if line.endswith(' error: no thread to start')]
+    assert failed and set(failed) <= set(CODES)
