@@ -84,6 +84,7 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool, concur_re
             to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
         with ctrl_c_cancels(to_do):
             for coro in to_do_iter:
+                error: CodeFailure | None = None
                 try:
                     status = await coro
                 except asyncio.CancelledError:  # by a signal: this download never finished
@@ -91,7 +92,11 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool, concur_re
                     freeze_progress_bar(to_do_iter, counter.total())
                     continue
                 except CodeFailure as exc:
-                    status = record_error(counter, exc.cc, exc.error, verbose)
+                    error = exc  # 'exc' is unbound once the except clause ends
+                if error is not None:
+                    # as_completed yields new awaitables, not our tasks: the
+                    # failure carries the code that was asked for.
+                    status = record_error(counter, error.cc, error.error, verbose)
                 counter[status] += 1
     return counter
 
