@@ -34,7 +34,7 @@ from flags2_common import (
 )
 
 from flags2.clients import make_async_client
-from flags2.failures import aread_flag, code_from_error
+from flags2.failures import CodeFailure, NoThreadError, aread_flag, code_on_failure
 from flags2.interrupts import ctrl_c_cancels, finish_even_if_cancelled, freeze_progress_bar
 
 DEFAULT_CONCUR_REQ = 5
@@ -58,7 +58,11 @@ async def download_one(client: httpx2.AsyncClient, cc: str, base_url: str, dest:
         status = DownloadStatus.NOT_FOUND
     else:
         # File I/O off the loop; once started, a save completes even after Ctrl-C.
-        await finish_even_if_cancelled(asyncio.to_thread(save_flag, image, dest / f'{cc}.gif'))
+        try:
+            await finish_even_if_cancelled(
+                asyncio.to_thread(save_flag, image, dest / f'{cc}.gif'))
+        except RuntimeError as exc:  # to_thread could not start its thread
+            raise NoThreadError() from exc
         status = DownloadStatus.OK
     if verbose:
         say(f'{cc} {status.value}')
@@ -71,27 +75,28 @@ async def supervisor(cc_list: list[str], base_url: str, verbose: bool, concur_re
     semaphore = asyncio.Semaphore(concur_req)
     async with make_async_client(concur_req, timeout) as client:
         # Tasks, created in sorted order, wait on the semaphore in that order.
-        to_do = [asyncio.create_task(
-                     download_one(client, cc, base_url, dest, semaphore, verbose))
+        # A failure carries its code: as_completed does not hand back our tasks.
+        to_do = [asyncio.create_task(code_on_failure(
+                     cc, download_one(client, cc, base_url, dest, semaphore, verbose)))
                  for cc in sorted(cc_list)]
         to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
         if not verbose:
             to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
         with ctrl_c_cancels(to_do):
             for coro in to_do_iter:
-                error: Exception | None = None
+                error: CodeFailure | None = None
                 try:
                     status = await coro
-                except asyncio.CancelledError:  # by Ctrl-C: this download never finished
+                except asyncio.CancelledError:  # by a signal: this download never finished
                     counter.interrupted = True
                     freeze_progress_bar(to_do_iter, counter.total())
                     continue
-                except (httpx2.HTTPError, OSError) as exc:
+                except CodeFailure as exc:
                     error = exc  # 'exc' is unbound once the except clause ends
                 if error is not None:
-                    # as_completed yields new awaitables, not our tasks: the code
-                    # comes from the URL the failed request asked for.
-                    status = record_error(counter, code_from_error(error), error, verbose)
+                    # as_completed yields new awaitables, not our tasks: the
+                    # failure carries the code that was asked for.
+                    status = record_error(counter, error.cc, error.error, verbose)
                 counter[status] += 1
     return counter
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import string
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +24,9 @@ from typing import NoReturn, Protocol
 
 from flags2.clients import preload_http_stack
 from flags2.codes import country_codes
-from flags2.failures import error_cause, short_cause
+from flags2.failures import error_cause, exhaustion_advice, short_cause
+from flags2.files import write_atomically
+from flags2.interrupts import interruptible, signal_name, signals_caught, stop_run
 from flags2.options import (
     MAX_TIMEOUT,
     ArgumentParser,
@@ -53,7 +55,7 @@ BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 DEST_DIR = Path('downloaded')
 DEFAULT_TIMEOUT = 3.1
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class DownloadStatus(Enum):
@@ -64,12 +66,14 @@ class DownloadStatus(Enum):
 
 class DownloadCounter(Counter[DownloadStatus]):
     """The results of a run: downloads by status, errors by cause, and
-    whether Ctrl-C cut the run short."""
+    whether a signal (or a resource running out) cut the run short."""
 
     def __init__(self) -> None:
         super().__init__()
         self.causes: Counter[str] = Counter()
         self.interrupted = False
+        self.signum = signal.SIGINT  # which signal, when interrupted
+        self.advice = ''  # what to do, when a resource ran out
 
 
 class DownloadMany(Protocol):
@@ -84,22 +88,9 @@ def flag_url(base_url: str, cc: str) -> str:
 
 
 def save_flag(img: bytes, path: Path) -> None:
-    """Write atomically: a reader never sees a truncated flag, even after Ctrl-C."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                                        suffix='.part')
-    except OSError as exc:  # name the flag, not the temporary file
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    try:
-        with os.fdopen(fd, 'wb') as tmp:
-            tmp.write(img)
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    """Write atomically, with the mode the umask gives: a reader never sees a
+    truncated flag, even after Ctrl-C."""
+    write_atomically(path, img)
 
 
 def say(line: str) -> None:
@@ -109,7 +100,13 @@ def say(line: str) -> None:
 
 def record_error(counter: DownloadCounter, cc: str, exc: BaseException,
                  verbose: bool) -> DownloadStatus:
-    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count."""
+    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count.
+
+    A failure every other download would meet too (no thread, no file
+    handle) stops the run as a signal would.
+    """
+    if advice := exhaustion_advice(exc):
+        stop_run(advice)
     cause = error_cause(exc)
     counter.causes[short_cause(cause)] += 1
     if verbose:
@@ -146,8 +143,9 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
     parser = ArgumentParser(
         description='Download flags for country codes. Default: top 20 countries by population.',
         epilog='Exit status: 0 when every flag was downloaded or not found, 1 when any '
-               'download failed or the bundled server could not start, 2 for a usage error, '
-               '130 when interrupted (Ctrl-C).')
+               'download failed, the bundled server could not start or threads or file '
+               'handles ran out, 2 for a usage error, 130 when interrupted (Ctrl-C), 143 '
+               'when terminated (SIGTERM).')
     parser.add_argument('cc', metavar='CC', nargs='*',
                         help='country code or 1st letter (e.g. B for BA...BZ)')
     parser.add_argument('-a', '--all', action='store_true',
@@ -228,8 +226,8 @@ def final_report(cc_list: list[str], counter: DownloadCounter, elapsed: float,
                  peak: object = None) -> None:
     print('-' * 20)
     if counter.interrupted:
-        print(f'Interrupted by Ctrl-C: {counter.total()} of {len(cc_list)} codes done, '
-              'the rest cancelled.')
+        how = 'Stopped' if counter.advice else f'Interrupted by {signal_name(counter.signum)}'
+        print(f'{how}: {counter.total()} of {len(cc_list)} codes done, the rest cancelled.')
     print(f'{plural(counter[DownloadStatus.OK], "flag")} downloaded.')
     if not_found := counter[DownloadStatus.NOT_FOUND]:
         print(f'{not_found} not found.')
@@ -257,36 +255,47 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
     counter = DownloadCounter()
     stats = None
     t0 = time.perf_counter()
-    try:
-        with bundled_server(base_url, BUNDLED_MODES.get(opts.server_label)) as started:
-            if started is not None:
-                print(f'Started the bundled flags server for {opts.server_label} on port '
-                      f'{started.port}; it stops when this run ends.')
-            initial_report(cc_list, actual_req, opts.server_label, base_url)
-            preload_http_stack()
-            server_stats(base_url, reset=True)
-            t0 = time.perf_counter()
-            counter = download_many(cc_list, base_url, opts.verbose, actual_req,
-                                    dest=opts.dest, timeout=opts.timeout)
+    with signals_caught(argv is None) as run:  # signals raise only in interruptible()
+        try:
+            with contextlib.ExitStack() as stack:
+                with interruptible():  # starting may be cut short
+                    started = stack.enter_context(
+                        bundled_server(base_url, BUNDLED_MODES.get(opts.server_label)))
+                    if started is not None:
+                        print(f'Started the bundled flags server for {opts.server_label} '
+                              f'on port {started.port}; it stops when this run ends.')
+                    initial_report(cc_list, actual_req, opts.server_label, base_url)
+                    preload_http_stack()
+                    server_stats(base_url, reset=True)
+                t0 = time.perf_counter()
+                counter = download_many(cc_list, base_url, opts.verbose, actual_req,
+                                        dest=opts.dest, timeout=opts.timeout)
+                elapsed = time.perf_counter() - t0
+                if not run.stopping:
+                    with interruptible():
+                        stats = server_stats(base_url)
+        except KeyboardInterrupt:  # outside download_many's loop: while starting, say
             elapsed = time.perf_counter() - t0
-            if not counter.interrupted:
-                stats = server_stats(base_url)
-    except KeyboardInterrupt:  # outside download_many's loop: while starting, say
-        counter.interrupted = True
-        elapsed = time.perf_counter() - t0
-    except ServerStartError as exc:
-        print(f'*** Could not start the bundled flags server: {exc}', file=sys.stderr)
-        sys.exit(EXIT_ERRORS)
-    final_report(cc_list, counter, elapsed, stats and stats['peak_in_flight'])
-    if all_refused(counter):
-        print('*** No server answered. Start the bundled one with: '
-              'python flags_server.py', file=sys.stderr)
-    sys.exit(exit_status(counter))
+        except ServerStartError as exc:
+            print(f'*** Could not start the bundled flags server: {exc}', file=sys.stderr)
+            sys.exit(EXIT_ERRORS)
+        if run.stopping:  # however late the signal came, the report says so
+            counter.interrupted = True
+            counter.signum, counter.advice = run.signum or signal.SIGINT, run.advice
+        final_report(cc_list, counter, elapsed, stats and stats['peak_in_flight'])
+        if all_refused(counter):
+            print('*** No server answered. Start the bundled one with: '
+                  'python flags_server.py', file=sys.stderr)
+        if counter.advice:
+            print(f'*** {counter.advice}', file=sys.stderr)
+        sys.exit(exit_status(counter))
 
 
 def exit_status(counter: DownloadCounter) -> int:
+    if counter.advice:
+        return EXIT_ERRORS
     if counter.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if counter.signum == signal.SIGTERM else EXIT_INTERRUPTED
     return EXIT_ERRORS if counter[DownloadStatus.ERROR] else EXIT_OK
 
 

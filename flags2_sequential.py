@@ -33,7 +33,7 @@ from flags2_common import (
 
 from flags2.clients import make_client
 from flags2.failures import read_flag
-from flags2.interrupts import freeze_progress_bar
+from flags2.interrupts import freeze_progress_bar, interruptible
 
 DEFAULT_CONCUR_REQ = 1
 MAX_CONCUR_REQ = 1
@@ -48,7 +48,8 @@ def get_flag(client: httpx2.Client, base_url: str, cc: str) -> bytes:
 def download_one(client: httpx2.Client, cc: str, base_url: str, dest: Path,
                  verbose: bool) -> DownloadStatus:
     try:
-        image = get_flag(client, base_url, cc)
+        with interruptible():  # only the wait on the network; a save is always counted
+            image = get_flag(client, base_url, cc)
     except httpx2.HTTPStatusError as exc:
         if exc.response.status_code != HTTPStatus.NOT_FOUND:
             raise  # download_many reports every other failure

@@ -31,7 +31,8 @@ from flags2_common import (
 from flags2_sequential import download_one
 
 from flags2.clients import make_client
-from flags2.interrupts import freeze_progress_bar, uncounted_successes
+from flags2.failures import NO_THREAD_ADVICE
+from flags2.interrupts import freeze_progress_bar, interruptibly, stop_run, uncounted_successes
 
 DEFAULT_CONCUR_REQ = 30
 MAX_CONCUR_REQ = 1000
@@ -48,10 +49,16 @@ def download_many(cc_list: list[str], base_url: str, verbose: bool, concur_req: 
     with ThreadPoolExecutor(max_workers=concur_req) as executor, \
             make_client(concur_req, timeout) as client:
         try:
-            for cc in sorted(cc_list):
-                future = executor.submit(download_one, client, cc, base_url, dest, verbose)
+            # A signal cuts short only the waits: for the next code to submit (never
+            # between a submit and its entry in the map), and for the next future.
+            for cc in interruptibly(sorted(cc_list)):
+                try:
+                    future = executor.submit(download_one, client, cc, base_url, dest, verbose)
+                except RuntimeError:  # no thread could start: stop as Ctrl-C would
+                    stop_run(NO_THREAD_ADVICE)
+                    break
                 to_do_map[future] = cc  # a future does not know its code; this dict does
-            done_iter = as_completed(to_do_map)
+            done_iter = interruptibly(as_completed(to_do_map))
             if not verbose:
                 done_iter = tqdm.tqdm(done_iter, total=len(cc_list))
             for future in done_iter:

@@ -12,15 +12,17 @@ into ``IncompleteBody``.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+from collections.abc import Awaitable
 from http import HTTPStatus
-from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx2
 
 MAX_FLAG_BYTES = 1024 * 1024
 GIF_MAGIC = (b'GIF87a', b'GIF89a')
+T = TypeVar('T')
 
 
 class BadFlagError(httpx2.HTTPError):
@@ -37,6 +39,34 @@ class BadFlagError(httpx2.HTTPError):
 
 class IncompleteBody(httpx2.RemoteProtocolError):
     """The server closed the connection before the body was whole."""
+
+
+class NoThreadError(OSError):
+    """No thread could start (Python says RuntimeError; the OS said EAGAIN)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EAGAIN, 'no thread to start')
+
+
+class CodeFailure(Exception):
+    """A failed download with the code it asked for.
+
+    asyncio.as_completed hands back other awaitables than the tasks it was
+    given, so the asyncio supervisor learns the code from the failure itself,
+    whatever happened to the request (a redirect, a save that failed).
+    """
+
+    def __init__(self, cc: str, error: httpx2.HTTPError | OSError) -> None:
+        super().__init__(cc, error)
+        self.cc, self.error = cc, error
+
+
+async def code_on_failure(cc: str, aw: Awaitable[T]) -> T:
+    """Await ``aw``; a download failure comes out as a CodeFailure naming ``cc``."""
+    try:
+        return await aw
+    except (httpx2.HTTPError, OSError) as exc:
+        raise CodeFailure(cc, exc) from exc
 
 
 class FlagBody:
@@ -129,8 +159,10 @@ def error_cause(exc: BaseException) -> str:
         return f'connection failed: {details(exc)}'
     if isinstance(exc, httpx2.TransportError):
         return f'network error: {details(exc)}'
-    if isinstance(exc, OSError):
-        return f'cannot save {Path(exc.filename or "flag").name}: {exc.strerror or details(exc)}'
+    if isinstance(exc, NoThreadError):
+        return 'no thread to start'
+    if isinstance(exc, OSError):  # saving: the cause, not the file, so failures group
+        return f'cannot save: {os.strerror(exc.errno) if exc.errno else details(exc)}'
     if isinstance(exc, httpx2.DecodingError):
         return f'undecodable response body: {details(exc)}'
     return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'
@@ -161,7 +193,26 @@ OS_ERROR_CAUSES = {
     errno.ECONNREFUSED: 'connection refused',
     errno.ECONNRESET: 'connection reset',
     errno.EPIPE: 'connection reset',
+    errno.EMFILE: 'too many open files',
+    errno.ENFILE: 'too many open files',
 }
+NO_THREAD_ADVICE = 'No thread to start: lower -m, or give the process more memory.'
+NO_FILE_ADVICE = 'Too many open files: lower -m, or raise the limit with ulimit -n.'
+
+
+def exhaustion_advice(exc: BaseException) -> str | None:
+    """What to do when ``exc`` says a resource every download needs ran out, else None.
+
+    Every other download would fail the same way, so the run stops.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoThreadError):
+            return NO_THREAD_ADVICE
+        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
+            return NO_FILE_ADVICE
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def os_error_cause(exc: BaseException) -> str | None:
@@ -187,20 +238,3 @@ def short_cause(cause: str) -> str:
     if cause.startswith('timed out'):
         return 'timed out'
     return cause
-
-
-def code_from_error(exc: BaseException) -> str:
-    """The country code of a failed download, from the URL it requested.
-
-    asyncio.as_completed may hand back other awaitables than the ones it was
-    given, so the asyncio variant cannot look a failure up by its task; every
-    failure it sees carries its request, whose URL ends in ``cc.gif``.
-    """
-    if isinstance(exc, httpx2.HTTPError):
-        try:
-            return Path(exc.request.url.path).stem.upper()
-        except RuntimeError:  # an exception made without its request
-            return '??'
-    if isinstance(exc, OSError) and exc.filename:  # save_flag names the flag
-        return Path(exc.filename).stem.upper()
-    return '??'
