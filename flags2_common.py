@@ -47,8 +47,7 @@ DEFAULT_SERVERS = {
     'DELAY': 'http://localhost:8001/flags',
     'ERROR': 'http://localhost:8002/flags',
 }
-# FLAGS2_LOCAL_URL and friends move a label elsewhere: the tests use them to
-# keep auto-started servers on ephemeral ports.
+# FLAGS2_LOCAL_URL and friends move a label (the tests' servers use ephemeral ports).
 SERVERS = {label: os.environ.get(f'FLAGS2_{label}_URL', url)
            for label, url in DEFAULT_SERVERS.items()}
 BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
@@ -88,8 +87,7 @@ def flag_url(base_url: str, cc: str) -> str:
 
 
 def save_flag(img: bytes, path: Path) -> None:
-    """Write atomically, with the mode the umask gives: a reader never sees a
-    truncated flag, even after Ctrl-C."""
+    """Write atomically (a reader never sees half a flag), with the umask's mode."""
     write_atomically(path, img)
 
 
@@ -211,10 +209,7 @@ def concurrency(max_req: int, max_concur_req: int, cc_count: int) -> int:
 def initial_report(cc_list: list[str], concur_req: int, server_label: str,
                    base_url: str) -> None:
     print(f'{server_label} site: {printable_url(base_url)}')
-    if len(cc_list) <= 10:
-        codes = ', '.join(cc_list)
-    else:
-        codes = f'from {cc_list[0]} to {cc_list[-1]}'
+    codes = ', '.join(cc_list) if len(cc_list) <= 10 else f'from {cc_list[0]} to {cc_list[-1]}'
     print(f'Searching for {plural(len(cc_list), "flag")}: {codes}')
     if concur_req == 1:
         print('1 connection will be used.')
