@@ -24,7 +24,7 @@ from typing import NoReturn, Protocol
 
 from flags2.clients import preload_http_stack
 from flags2.codes import country_codes
-from flags2.failures import error_cause, short_cause
+from flags2.failures import error_cause, forget_traceback, short_cause
 from flags2.options import (
     ArgumentParser,
     UsageError,
@@ -107,8 +107,13 @@ def say(line: str) -> None:
 
 def record_error(counter: DownloadCounter, cc: str, exc: BaseException,
                  verbose: bool) -> DownloadStatus:
-    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count."""
+    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count.
+
+    The failure is forgotten then: its traceback would keep the frames, and the
+    body, of a finished download until the run ends.
+    """
     cause = error_cause(exc)
+    forget_traceback(exc)
     counter.causes[short_cause(cause)] += 1
     if verbose:
         say(f'{cc} error: {cause}')
