@@ -170,7 +170,8 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
                              f'(default={DEST_DIR}/ in the current folder)')
     parser.add_argument('--timeout', metavar='SECONDS', type=positive_float,
                         default=DEFAULT_TIMEOUT,
-                        help=f'timeout of each request (default={DEFAULT_TIMEOUT})')
+                        help='time limit of each flag, redirects and body included '
+                             f'(default={DEFAULT_TIMEOUT})')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='output detailed progress info')
     return parser
