@@ -316,10 +316,15 @@ class Line:
         sock = info['return_value'].get_extra_info('socket')
         if not isinstance(sock, socket.socket):
             return
-        self.sock = sock
         self.sockets.add(sock)
         watch = self.watch
-        if watch is not None and watch.fired:  # the time was up while connecting
+        if watch is None:
+            self.sock = sock
+            return
+        with watch.lock:  # Watch.fire holds it: one of the two sees the other's write
+            self.sock = sock
+            cut = watch.fired
+        if cut:  # the time was up while connecting
             shut_down(sock)
 
 
@@ -339,7 +344,8 @@ class Watch:
             self.ended = True
 
     def fire(self) -> None:
-        """Cut the request: shutting its socket down ends a read blocked in another thread."""
+        """Cut the request (the lock held): shutting its socket down ends a read blocked
+        in another thread."""
         self.fired = True
         if self.line.sock is not None:
             shut_down(self.line.sock)
