@@ -24,7 +24,7 @@ from typing import NoReturn, Protocol
 
 from flags2.clients import preload_http_stack
 from flags2.codes import country_codes
-from flags2.failures import error_cause, exhaustion_advice, short_cause
+from flags2.failures import error_cause, exhaustion_advice, forget_traceback, short_cause
 from flags2.files import write_atomically
 from flags2.interrupts import interruptible, signal_name, signals_caught, stop_run
 from flags2.options import (
@@ -100,12 +100,14 @@ def record_error(counter: DownloadCounter, cc: str, exc: BaseException,
                  verbose: bool) -> DownloadStatus:
     """Note why ``cc`` failed (and say so with -v); return the ERROR status to count.
 
-    A failure every other download would meet too (no thread, no file
-    handle) stops the run as a signal would.
+    A failure every other download would meet too (no thread, no file handle)
+    stops the run as a signal would. The traceback is dropped: it would keep
+    the frames, and the body, of a finished download until the run ends.
     """
     if advice := exhaustion_advice(exc):
         stop_run(advice)
     cause = error_cause(exc)
+    forget_traceback(exc)
     counter.causes[short_cause(cause)] += 1
     if verbose:
         say(f'{cc} error: {cause}')
@@ -164,8 +166,8 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
                              f'(default={DEST_DIR}/ in the current folder)')
     parser.add_argument('--timeout', metavar='SECONDS', type=timeout_seconds,
                         default=DEFAULT_TIMEOUT,
-                        help=f'timeout of each request, at most {MAX_TIMEOUT:.0f} (1 day) '
-                             f'(default={DEFAULT_TIMEOUT})')
+                        help='time limit of each flag, redirects and body included, at most '
+                             f'{MAX_TIMEOUT:.0f} (1 day) (default={DEFAULT_TIMEOUT})')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='output detailed progress info')
     return parser
@@ -287,11 +289,9 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
 
 
 def exit_status(counter: DownloadCounter) -> int:
-    if counter.advice:
-        return EXIT_ERRORS
-    if counter.interrupted:
+    if counter.interrupted and not counter.advice:  # advice: a resource ran out
         return EXIT_TERMINATED if counter.signum == signal.SIGTERM else EXIT_INTERRUPTED
-    return EXIT_ERRORS if counter[DownloadStatus.ERROR] else EXIT_OK
+    return EXIT_ERRORS if counter.advice or counter[DownloadStatus.ERROR] else EXIT_OK
 
 
 def all_refused(counter: DownloadCounter) -> bool:

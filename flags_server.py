@@ -44,6 +44,7 @@ from flags2.wire import (
     Response,
     default_max_connections,
     fd_limit,
+    gzip_bomb,
     quiet_accept_errors,
     stop_on_signals,
     stop_when_stdin_closes,
@@ -69,6 +70,10 @@ FAULTS = {
     'truncate': 'send half the flag, then close the connection',
     'bad-length': 'send the whole flag with a Content-Length 1000 bytes too large, then close',
     'stall': 'send nothing until the client gives up and closes the connection',
+    'trickle-headers': 'send a response head that never ends, one byte every 0.1 s',
+    'trickle-body': 'send the head, then the flag one byte every 0.1 s',
+    'endless-chunks': 'send a chunked body that never ends, one byte every 0.1 s',
+    'gzip-bomb': 'answer 200 with under 1 MiB of gzip that inflates to 1000 MiB',
     'html': 'answer 200 with an HTML page instead of a GIF',
     'oversize': 'answer 200 with an image/gif body of 1 MiB + 64 KiB',
     'redirect-loop': 'answer 302 redirecting to the same URL, every time',
@@ -164,7 +169,7 @@ def fault_response(kind: str, path: str, gif: bytes) -> Response:
     if kind == 'redirect-loop':
         return Response(HTTPStatus.FOUND, b'', location=path)
     assert kind in WIRE_FAULTS, kind
-    status = HTTPStatus.OK if kind in ('truncate', 'bad-length') else 0
+    status = 0 if kind in ('reset', 'stall', 'trickle-headers') else HTTPStatus.OK
     return Response(status, gif, 'image/gif', wire_fault=kind)
 
 
@@ -395,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Serve generated flag GIFs for the flags2 scripts '
                     '(LOCAL, DELAY and ERROR modes).',
         epilog='fault kinds for --fault:\n' + '\n'.join(
-            f'  {kind:14}{text}' for kind, text in FAULTS.items()),
+            f'  {kind:16}{text}' for kind, text in FAULTS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--mode', choices=('all', *MODES), default='all',
                         help='which server to run (default: all three, '
@@ -465,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.max_connections or default_max_connections(len(specs)))
     for cc in country_codes():  # draw every flag before saying "ready"
         flag_gif(cc)
+    if args.fault == 'gzip-bomb':
+        gzip_bomb()  # a third of a second: not inside the first request's time limit
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -17,15 +17,24 @@ httpx2 ships incremental pool bookkeeping (pydantic/httpx2 pull request
 Each shard is a whole ``httpx2.Client``, built with httpx2's defaults, so a
 run honours the environment as httpx2 does: HTTP_PROXY, HTTPS_PROXY,
 ALL_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
+
+The transports also bound each request as a whole: httpx2's timeout bounds
+each read, so a server trickling a byte at a time never times out. A request
+(with its redirects and its body) ends by ``timeout`` seconds after it
+started, as an ``httpx2.ReadTimeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import heapq
 import importlib
+import itertools
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -33,15 +42,22 @@ from typing import Any, Generic, TypeVar
 import httpx2
 
 SHARD_SIZE = 4
+# A GIF gains nothing from compression; asking for none keeps a server from
+# sending a body whose inflated size only decoding would tell (see failures.py).
+HEADERS = {'Accept-Encoding': 'identity'}
+# The request extension holding when a request must end: redirects share
+# their first request's extensions, so every hop of a flag has one deadline.
+DEADLINE = 'flags2.deadline'
 
 
 def make_client(concur_req: int, timeout: float) -> httpx2.Client:
-    return httpx2.Client(transport=ShardedTransport(concur_req, timeout), timeout=timeout)
+    return httpx2.Client(transport=ShardedTransport(concur_req, timeout), timeout=timeout,
+                         headers=HEADERS)
 
 
 def make_async_client(concur_req: int, timeout: float) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, timeout),
-                              timeout=timeout)
+                              timeout=timeout, headers=HEADERS)
 
 
 def preload_http_stack() -> None:
@@ -67,9 +83,9 @@ ANYIO_ASYNCIO_BACKEND = 'anyio._backends._asyncio'
 
 # ------------------------------------------------------------ the shards
 
-def shard_sizes(concur_req: int) -> list[int]:
-    """Split ``concur_req`` connections into shards of at most SHARD_SIZE, evenly."""
-    count = -(-concur_req // SHARD_SIZE)
+def shard_sizes(concur_req: int, size: int = SHARD_SIZE) -> list[int]:
+    """Split ``concur_req`` connections into shards of at most ``size``, evenly."""
+    count = -(-concur_req // size)
     return [concur_req // count + (i < concur_req % count) for i in range(count)]
 
 
@@ -121,8 +137,9 @@ Shard = TypeVar('Shard', httpx2.Client, httpx2.AsyncClient)
 class Shards(Generic[Shard]):
     """The small clients of one transport, each built when a request first needs it."""
 
-    def __init__(self, concur_req: int, build: Callable[[int], Shard]) -> None:
-        self.sizes = shard_sizes(concur_req)
+    def __init__(self, concur_req: int, build: Callable[[int], Shard],
+                 size: int = SHARD_SIZE) -> None:
+        self.sizes = shard_sizes(concur_req, size)
         self.build: Callable[[int], Shard] = build
         self.load = ShardLoad(self.sizes)
         self.built: list[Shard | None] = [None] * len(self.sizes)
@@ -130,6 +147,11 @@ class Shards(Generic[Shard]):
 
     def pick(self) -> tuple[Shard, Callable[[], None]]:
         """A shard with a free connection, and the call that frees it again."""
+        _, shard, release = self.take()
+        return shard, release
+
+    def take(self) -> tuple[int, Shard, Callable[[], None]]:
+        """``pick``, with the shard's index."""
         index = self.load.take()
         shard = self.built[index]
         if shard is None:
@@ -137,34 +159,53 @@ class Shards(Generic[Shard]):
                 shard = self.built[index]
                 if shard is None:
                     shard = self.built[index] = self.build(self.sizes[index])
-        return shard, self.load.release_once(index)
+        return index, shard, self.load.release_once(index)
 
     def all(self) -> list[Shard]:
         return [shard for shard in self.built if shard is not None]
 
 
 class ReleasingStream(httpx2.SyncByteStream):
-    """A response body that frees its shard's connection slot when closed."""
+    """A response body that frees its shard's connection slot when closed,
+    and reads as a timeout once its request's deadline cut it short."""
 
-    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None]) -> None:
-        self.stream, self.release = stream, release
+    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None],
+                 watch: Watch) -> None:
+        self.stream, self.release, self.watch = stream, release, watch
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self.stream
+        try:
+            yield from self.stream
+        except httpx2.TransportError as exc:
+            if self.watch.fired:
+                raise timed_out(self.watch.request) from exc
+            raise
 
     def close(self) -> None:
         try:
             self.stream.close()
         finally:
+            self.watch.end()
             self.release()
 
 
 class AsyncReleasingStream(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
-        self.stream, self.release = stream, release
+    """A response body that frees its slot when closed, read within its request's deadline."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None],
+                 request: httpx2.Request) -> None:
+        self.stream, self.release, self.request = stream, release, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.stream:
+        chunks = aiter(self.stream)
+        while True:
+            try:  # the timeout around each read, never across a yield
+                async with asyncio.timeout_at(self.request.extensions[DEADLINE]):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise timed_out(self.request) from exc
             yield chunk
 
     async def aclose(self) -> None:
@@ -174,31 +215,51 @@ class AsyncReleasingStream(httpx2.AsyncByteStream):
             self.release()
 
 
+def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
+    """What a request cut at its deadline raises: a read timeout, as httpx2's own."""
+    return httpx2.ReadTimeout('the whole request took longer than its timeout',
+                              request=request)
+
+
 class ShardedTransport(httpx2.BaseTransport):
+    """Shards of one connection each, so a request's socket is its shard's:
+    a read blocked past the deadline is ended by shutting that socket down."""
+
     def __init__(self, concur_req: int, timeout: float) -> None:
         self.timeout = timeout
         self.tls = LazyTLSContext()
         self.sockets = OpenSockets()
-        self.shards = Shards(concur_req, self.build)
+        self.shards = Shards(concur_req, self.build, size=1)
+        self.lines = [Line(self.sockets) for _ in self.shards.sizes]
+        self.deadlines = Deadlines()
 
     def build(self, size: int) -> httpx2.Client:
         return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        shard, release = self.shards.pick()
-        request.extensions['trace'] = self.sockets.trace
+        deadline = request.extensions.setdefault(DEADLINE, time.monotonic() + self.timeout)
+        if time.monotonic() >= deadline:  # a redirect after the time was up
+            raise timed_out(request)
+        index, shard, release = self.shards.take()
+        line = self.lines[index]
+        request.extensions['trace'] = line.trace
+        watch = self.deadlines.watch(deadline, line, request)
         try:
             response = shard.send(request, stream=True)
-        except BaseException:
+        except BaseException as exc:
+            watch.end()
             release()
+            if watch.fired and isinstance(exc, httpx2.TransportError):
+                raise timed_out(request) from exc
             raise
         assert isinstance(response.stream, httpx2.SyncByteStream)
-        response.stream = ReleasingStream(response.stream, release)
+        response.stream = ReleasingStream(response.stream, release, watch)
         return response
 
     def close(self) -> None:
         """Close every connection, ending reads that other threads still wait on."""
         self.sockets.shut_down()
+        self.deadlines.close()
         for shard in self.shards.all():
             shard.close()
 
@@ -214,14 +275,19 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
                                   timeout=self.timeout)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        loop = asyncio.get_running_loop()
+        deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
         shard, release = self.shards.pick()
         try:
-            response = await shard.send(request, stream=True)
-        except BaseException:
+            async with asyncio.timeout_at(deadline):
+                response = await shard.send(request, stream=True)
+        except BaseException as exc:
             release()
+            if isinstance(exc, TimeoutError):
+                raise timed_out(request) from exc
             raise
         assert isinstance(response.stream, httpx2.AsyncByteStream)
-        response.stream = AsyncReleasingStream(response.stream, release)
+        response.stream = AsyncReleasingStream(response.stream, release, request)
         return response
 
     async def aclose(self) -> None:
@@ -229,7 +295,118 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
             await shard.aclose()
 
 
+# ------------------------------------------- deadlines in the sync variants
+
+class Line:
+    """The one connection of a one-connection shard: its socket, learnt from
+    httpcore2's documented ``trace`` request extension when it connects.
+
+    A kept-alive connection serves its next request with no connect event;
+    its socket is still this one, because the shard has no other.
+    """
+
+    def __init__(self, sockets: OpenSockets) -> None:
+        self.sockets = sockets
+        self.sock: socket.socket | None = None
+        self.watch: Watch | None = None  # of the request on it now
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event not in CONNECTED:
+            return
+        sock = info['return_value'].get_extra_info('socket')
+        if not isinstance(sock, socket.socket):
+            return
+        self.sockets.add(sock)
+        watch = self.watch
+        if watch is None:
+            self.sock = sock
+            return
+        with watch.lock:  # Watch.fire holds it: one of the two sees the other's write
+            self.sock = sock
+            cut = watch.fired
+        if cut:  # the time was up while connecting
+            shut_down(sock)
+
+
+class Watch:
+    """One request's deadline on one line; ``fired`` once it cut the request."""
+
+    __slots__ = ('deadline', 'ended', 'fired', 'line', 'lock', 'request')
+
+    def __init__(self, deadline: float, line: Line, request: httpx2.Request,
+                 lock: threading.Condition) -> None:
+        self.deadline, self.line, self.request, self.lock = deadline, line, request, lock
+        self.fired = self.ended = False
+        line.watch = self
+
+    def end(self) -> None:
+        with self.lock:
+            self.ended = True
+
+    def fire(self) -> None:
+        """Cut the request (the lock held): shutting its socket down ends a read blocked
+        in another thread."""
+        self.fired = True
+        if self.line.sock is not None:
+            shut_down(self.line.sock)
+
+
+class Deadlines:
+    """One thread per sync transport that cuts each request still running at its deadline.
+
+    httpx2's timeout bounds each read: a server sending a byte now and then
+    keeps a request going for ever, and only another thread can end a read
+    that is blocked. Registering a request is a push on a heap; requests
+    that ended are dropped from it lazily, when the thread wakes.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, Watch]] = []
+        self.order = itertools.count()  # ties on the deadline never compare watches
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.closed = False
+
+    def watch(self, deadline: float, line: Line, request: httpx2.Request) -> Watch:
+        watch = Watch(deadline, line, request, self.cond)
+        with self.cond:
+            heapq.heappush(self.heap, (deadline, next(self.order), watch))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.run, name='flags2-deadlines',
+                                               daemon=True)
+                self.thread.start()
+            elif self.heap[0][2] is watch:  # earlier than what the thread waits for
+                self.cond.notify()
+        return watch
+
+    def run(self) -> None:
+        heap = self.heap
+        with self.cond:
+            while not self.closed:
+                while heap and heap[0][2].ended:
+                    heapq.heappop(heap)
+                if not heap:
+                    self.cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self.cond.wait(wait)
+                    continue
+                heapq.heappop(heap)[2].fire()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+            thread = self.thread
+        if thread is not None:
+            thread.join()
+
+
 # ------------------------------------------------- Ctrl-C in the threadpool
+
+CONNECTED = ('connection.connect_tcp.complete', 'connection.start_tls.complete')
+
 
 class OpenSockets:
     """The sockets of a sync transport, so closing it can wake blocked readers.
@@ -237,23 +414,15 @@ class OpenSockets:
     Closing a socket does not wake a thread blocked reading it: after Ctrl-C,
     threadpool workers waiting on a slow server kept the process alive until
     their reads timed out. Shutting the sockets down ends those reads at
-    once. The sockets are learnt from httpcore2's documented ``trace``
-    request extension, which reports each new connection's network stream.
+    once. Each ``Line`` reports the socket of its connection here.
     """
-
-    CONNECTED = ('connection.connect_tcp.complete', 'connection.start_tls.complete')
 
     def __init__(self) -> None:
         self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self.closing = False
         self.lock = threading.Lock()
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event not in self.CONNECTED:
-            return
-        sock = info['return_value'].get_extra_info('socket')
-        if not isinstance(sock, socket.socket):
-            return
+    def add(self, sock: socket.socket) -> None:
         with self.lock:
             if not self.closing:
                 self.sockets.add(sock)

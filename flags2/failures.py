@@ -70,7 +70,13 @@ async def code_on_failure(cc: str, aw: Awaitable[T]) -> T:
 
 
 class FlagBody:
-    """Collects a response body, refusing anything over the cap or not a GIF."""
+    """Collects a response body, refusing anything over the cap or not a GIF.
+
+    The cap counts decoded bytes, chunk by chunk as they come: httpx2
+    inflates each coding in steps of at most 1 MiB (stacked codings too), so
+    a small compressed body that inflates to gigabytes stops here at the cap
+    (tests/test_hostile.py measures it). The clients ask for no compression.
+    """
 
     def __init__(self, response: httpx2.Response) -> None:
         self.response = response
@@ -127,6 +133,23 @@ async def aread_flag(response: httpx2.Response) -> bytes:
     except httpx2.RemoteProtocolError as exc:
         body.incomplete(exc)
     return body.image()
+
+
+def forget_traceback(exc: BaseException) -> None:
+    """Drop the frames a recorded failure holds, and those of its causes.
+
+    A failure's traceback holds the frames it went through, and they hold
+    the body read so far: kept until the run ends (in a finished task, say),
+    memory would grow with the number of failed codes.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
 
 
 def format_size(n: int) -> str:

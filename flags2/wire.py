@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
@@ -38,6 +40,7 @@ __all__ = [
     'Connections',
     'Limits',
     'Response',
+    'gzip_bomb',
     'quiet_accept_errors',
     'stop_on_signals',
     'stop_when_stdin_closes',
@@ -59,7 +62,10 @@ VERSION = re.compile(rb'HTTP/1\.[0-9]')
 FIELD_VALUE = re.compile(rb'[\t\x20-\x7e\x80-\xff]*')  # no NUL, CR, LF or other controls
 DIGITS = re.compile(rb'[0-9]+')
 SINGLE_FIELDS = ('content-length', 'transfer-encoding', 'host', 'connection')
-WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall')  # not expressible as a Response
+WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall',  # not expressible as a Response
+               'trickle-headers', 'trickle-body', 'endless-chunks', 'gzip-bomb')
+TRICKLE_INTERVAL = 0.1  # seconds between bytes (or chunks): well inside any read timeout
+BOMB_BYTES = 1000 * 1024 ** 2  # what the gzip bomb inflates to, from under 1 MiB
 
 
 @dataclass
@@ -350,7 +356,82 @@ async def send_fault(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.write(response_head(response, len(body) + 1000, keep_alive=False) + body)
     elif kind == 'stall':
         await reader.read()  # until the client closes: its timeout, not ours
+    elif kind in TRICKLES:
+        await TRICKLES[kind](writer, response)
+    elif kind == 'gzip-bomb':
+        writer.write(encoded_head(response, 'gzip', len(gzip_bomb())) + gzip_bomb())
     await writer.drain()
+
+
+# The slow faults never time out on their own: each byte comes well within
+# any read timeout, so only a limit on the whole request ends them. Each
+# loop ends when the client has gone (drain raises ConnectionError).
+
+async def trickle_headers(writer: asyncio.StreamWriter, response: Response) -> None:
+    """A response head that never ends: a status line, then a header a byte at a time."""
+    await trickle(writer, b'HTTP/1.1 200 OK\r\nX-Trickle: ')
+    while True:
+        await trickle(writer, b'a')
+
+
+async def trickle_body(writer: asyncio.StreamWriter, response: Response) -> None:
+    """The whole head at once, then the body a byte at a time (it does end, much later)."""
+    writer.write(response_head(response, len(response.body), keep_alive=False))
+    await trickle(writer, response.body)
+
+
+async def endless_chunks(writer: asyncio.StreamWriter, response: Response) -> None:
+    """A chunked body that never ends: a GIF header, then one small chunk at a time."""
+    status = HTTPStatus(response.status)
+    writer.write(f'HTTP/1.1 {status.value} {status.phrase}\r\n'
+                 f'Content-Type: {response.content_type}\r\n'
+                 'Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n'
+                 '6\r\nGIF89a\r\n'.encode('latin-1'))
+    while True:
+        writer.write(b'1\r\n\x00\r\n')
+        await writer.drain()
+        await asyncio.sleep(TRICKLE_INTERVAL)
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
+    for i in range(len(data)):
+        writer.write(data[i:i + 1])
+        await writer.drain()
+        await asyncio.sleep(TRICKLE_INTERVAL)
+
+
+TRICKLES = {'trickle-headers': trickle_headers, 'trickle-body': trickle_body,
+            'endless-chunks': endless_chunks}
+
+
+def encoded_head(response: Response, encoding: str, length: int) -> bytes:
+    status = HTTPStatus(response.status)
+    return (f'HTTP/1.1 {status.value} {status.phrase}\r\n'
+            f'Content-Type: {response.content_type}\r\n'
+            f'Content-Encoding: {encoding}\r\n'
+            f'Content-Length: {length}\r\n'
+            'Connection: close\r\n\r\n').encode('latin-1')
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """Under 1 MiB of gzip that inflates to a GIF header and BOMB_BYTES of zeros.
+
+    Compressing 1 GiB takes seconds; with a full flush after each MiB every
+    block of zeros compresses to the same bytes, so one block is repeated.
+    """
+    mib = bytes(1024 * 1024)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = deflate.compress(b'GIF89a') + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush()
+    crc = zlib.crc32(b'GIF89a')
+    for _ in range(BOMB_BYTES // len(mib)):
+        crc = zlib.crc32(mib, crc)
+    size = (6 + BOMB_BYTES) % 2 ** 32
+    header = b'\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff'
+    return (header + first + block * (BOMB_BYTES // len(mib)) + end
+            + struct.pack('<II', crc, size))
 
 
 def loopback_sockets(bind: str, port: int) -> list[socket.socket]:

@@ -10,7 +10,10 @@ import contextlib
 import errno
 import http.client
 import os
+import socket
 import threading
+import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,8 +60,14 @@ CAUSES = {
     'html': 'not a GIF (text/html)',
     'oversize': 'response over 1 MiB',
     'redirect-loop': 'too many redirects',
+    'trickle-headers': f'timed out after {TIMEOUT} s',
+    'trickle-body': f'timed out after {TIMEOUT} s',
+    'endless-chunks': f'timed out after {TIMEOUT} s',
+    'gzip-bomb': 'response over 1 MiB',
 }
-SUMMARIES = {'418': 'HTTP 418', '500': 'HTTP 500', '503': 'HTTP 503', 'stall': 'timed out'}
+TRICKLES = ('trickle-headers', 'trickle-body', 'endless-chunks')
+SUMMARIES = {'418': 'HTTP 418', '500': 'HTTP 500', '503': 'HTTP 503', 'stall': 'timed out',
+             **dict.fromkeys(TRICKLES, 'timed out')}
 
 
 def faulty(cc: str) -> bool:
@@ -161,6 +170,25 @@ def fetch(server: FlagsServer, path: str) -> tuple[int, dict[str, str], bytes]:
         conn.close()
 
 
+def trickled(server: FlagsServer, path: str, wait: float = 0.35) -> tuple[bytes, bytes]:
+    """What a trickling fault sends in ``wait`` seconds: the head so far, the body so far."""
+    with socket.create_connection(('127.0.0.1', server.port), timeout=wait) as sock:
+        sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        got = b''
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            got += data
+    head, _, body = got.partition(b'\r\n\r\n')
+    return head, body
+
+
 def flag_path(cc: str) -> str:
     return f'/flags/{cc.lower()}/{cc.lower()}.gif'
 
@@ -178,6 +206,19 @@ def test_server_injects_the_fault_and_keeps_serving(kind: str,
     elif kind == 'stall':
         with pytest.raises(TimeoutError):
             fetch(server, path)
+    elif kind in TRICKLES:
+        head, body = trickled(server, path)
+        if kind == 'trickle-headers':
+            assert 0 < len(head) < 10  # a byte every 0.1 s, no end to the head in sight
+            assert b'HTTP/1.1 200 OK\r\n'.startswith(head)
+        elif kind == 'trickle-body':
+            assert head.startswith(b'HTTP/1.1 200 OK\r\n')
+            assert 0 < len(body) < 10
+            assert flag_gif(FAILING[0]).startswith(body)
+        else:
+            assert b'\r\nTransfer-Encoding: chunked\r\n' in head
+            assert body.startswith(b'6\r\nGIF89a\r\n1\r\n\x00\r\n')
+            assert len(body) < 60
     else:
         status, headers, body = fetch(server, path)
         if kind.isdigit():
@@ -192,6 +233,12 @@ def test_server_injects_the_fault_and_keeps_serving(kind: str,
         elif kind == 'oversize':
             assert (status, len(body)) == (200, OVERSIZE_BYTES)
             assert len(body) > 1024 * 1024
+        elif kind == 'gzip-bomb':
+            assert (status, headers['content-encoding']) == (200, 'gzip')
+            assert len(body) < 1024 * 1024  # within the cap, until inflated
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            assert inflater.decompress(body, 1024 * 1024).startswith(b'GIF89a')
+            assert len(inflater.unconsumed_tail) > 1000
         else:
             assert (status, headers['location']) == (302, path)
     status, headers, body = fetch(server, flag_path(OK[0]))  # still serving
@@ -291,6 +338,10 @@ REAL_TYPES: dict[str, type[BaseException]] = {
     'html': BadFlagError,
     'oversize': BadFlagError,
     'redirect-loop': httpx2.TooManyRedirects,
+    'trickle-headers': httpx2.ReadTimeout,
+    'trickle-body': httpx2.ReadTimeout,
+    'endless-chunks': httpx2.ReadTimeout,
+    'gzip-bomb': BadFlagError,
 }
 
 

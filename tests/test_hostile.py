@@ -1,0 +1,221 @@
+"""Hostile servers: a request ends within its time limit whatever the server
+trickles, a compressed body never inflates past the cap, and a run's memory
+grows with its concurrency, never with the number of codes that failed.
+
+Each variant runs in a subprocess, as a user runs it: the subprocess timeout
+ends a run that would trickle on for minutes, and os.wait4 gives its peak RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from conftest import ROOT, VARIANTS, run_variant
+from flags2_common import flag_url
+from flags_server import Workload, flag_gif
+
+from flags2.clients import ShardedTransport, make_async_client, make_client
+from flags2.codes import country_codes
+from flags2.failures import aread_flag, read_flag
+from flags2.servers import FlagsServer, running_server
+from flags2.wire import gzip_bomb
+
+TIMEOUT = 0.5
+MARGIN = 0.25  # the goal: each flag ends by TIMEOUT + MARGIN; the tests allow twice that
+TRICKLES = ('trickle-headers', 'trickle-body', 'endless-chunks')
+MIB = 1024 * 1024
+
+
+def faulty(cc: str) -> bool:
+    return Workload('local', error_rate=0.5, fault_kind='418').fails(cc)
+
+
+ALL_CODES = country_codes()
+# An answered code first, so the sequential variant meets the fault on a
+# kept-alive connection, where no connect event tells its socket.
+FIRST_OK = next(cc for cc in ALL_CODES if not faulty(cc))
+FAILING = [cc for cc in ALL_CODES if faulty(cc) and cc > FIRST_OK][:2]
+CODES = [FIRST_OK, *FAILING]
+
+
+@pytest.fixture(scope='module')
+def trickle_servers() -> Iterator[dict[str, FlagsServer]]:
+    with contextlib.ExitStack() as stack:
+        yield {kind: stack.enter_context(running_server(
+                   'local', '--fault', kind, '--fault-rate', '0.5'))
+               for kind in TRICKLES}
+
+
+def elapsed(lines: list[str]) -> float:
+    """The run's own 'Elapsed time' (start-up not included)."""
+    for line in lines:
+        if match := re.fullmatch(r'Elapsed time: ([\d.]+)s', line):
+            return float(match.group(1))
+    raise AssertionError(f'no elapsed time in {lines}')
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('kind', TRICKLES)
+def test_a_trickling_server_times_out_within_the_limit(
+        kind: str, variant: str, trickle_servers: dict[str, FlagsServer],
+        tmp_path: Path) -> None:
+    result = run_variant(variant, '-v', '-m', '3', '--timeout', str(TIMEOUT),
+                         '-s', trickle_servers[kind].url, '-o', str(tmp_path), *CODES,
+                         cwd=tmp_path, timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert sorted(line for line in result.lines if ' error: ' in line) == [
+        f'{cc} error: timed out after {TIMEOUT:g} s' for cc in FAILING]
+    assert f'{FIRST_OK} OK' in result.lines
+    # The sequential run waits for each failing flag in turn; the others at once.
+    rounds = len(FAILING) if variant == 'sequential' else 1
+    assert elapsed(result.lines) < rounds * (TIMEOUT + 2 * MARGIN) + 0.2
+
+
+def test_keep_alive_still_reuses_one_connection(local_server: FlagsServer) -> None:
+    transport = ShardedTransport(1, TIMEOUT)
+    with httpx2.Client(transport=transport) as client:
+        sockets = []
+        for cc in ('BR', 'CN', 'US'):
+            with client.stream('GET', flag_url(local_server.url, cc)) as resp:
+                read_flag(resp)
+            sockets.append(transport.lines[0].sock)
+    assert sockets[0] is not None
+    assert sockets == [sockets[0]] * 3
+
+
+# ------------------------------------------------------------ compression
+
+class RawServer:
+    """A loopback server that records each request head and answers with fixed bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.heads: list[bytes] = []
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f'http://127.0.0.1:{self.port}/flags'
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.settimeout(5)
+                head = b''
+                with contextlib.suppress(OSError):
+                    while b'\r\n\r\n' not in head and (data := conn.recv(4096)):
+                        head += data
+                    self.heads.append(head)
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+
+@contextlib.contextmanager
+def raw_server(answer: bytes) -> Iterator[RawServer]:
+    server = RawServer(answer)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def gif_answer(body: bytes, encoding: str | None = None) -> bytes:
+    coding = f'Content-Encoding: {encoding}\r\n' if encoding else ''
+    return (f'HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n{coding}'
+            f'Content-Length: {len(body)}\r\nConnection: close\r\n\r\n').encode() + body
+
+
+def test_both_clients_ask_for_no_compression() -> None:
+    async def fetch_async(url: str) -> bytes:
+        async with make_async_client(1, TIMEOUT) as client, \
+                client.stream('GET', url) as resp:
+            return await aread_flag(resp)
+
+    with raw_server(gif_answer(flag_gif('BR'))) as server:
+        url = flag_url(server.url, 'BR')
+        with make_client(1, TIMEOUT) as client, client.stream('GET', url) as resp:
+            assert read_flag(resp) == flag_gif('BR')
+        assert asyncio.run(fetch_async(url)) == flag_gif('BR')
+    assert len(server.heads) == 2
+    for head in server.heads:
+        codings = [line for line in head.lower().split(b'\r\n')
+                   if line.startswith(b'accept-encoding:')]
+        assert codings == [b'accept-encoding: identity']
+
+
+def run_measured(variant: str, *args: str, cwd: Path) -> tuple[list[str], float]:
+    """Run a variant: its stdout lines and its peak RSS in MiB (from os.wait4)."""
+    out_path = cwd / 'stdout.txt'
+    with out_path.open('w') as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+                                cwd=cwd, stdout=out, stderr=subprocess.DEVNULL)
+    killer = threading.Timer(60, proc.kill)  # a run that never ends fails, never hangs
+    killer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    lines = out_path.read_text().splitlines()
+    out_path.unlink()
+    return lines, usage.ru_maxrss / 1024
+
+
+@pytest.fixture(scope='module')
+def bomb_server() -> Iterator[FlagsServer]:
+    with running_server('local', '--fault', 'gzip-bomb', '--fault-rate', '1') as server:
+        yield server
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_a_gzip_bomb_stops_at_the_cap(variant: str, bomb_server: FlagsServer,
+                                      tmp_path: Path) -> None:
+    lines, rss = run_measured(variant, '-v', '-s', bomb_server.url, '-o', str(tmp_path),
+                              'BR', cwd=tmp_path)
+    assert 'BR error: response over 1 MiB' in lines
+    assert rss < 120  # about 35 MiB; inflated whole, the bomb alone is 1000 MiB
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_stacked_codings_stop_at_the_cap_too(variant: str, tmp_path: Path) -> None:
+    twice = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    body = twice.compress(gzip_bomb()) + twice.flush()  # a few KiB, for 1000 MiB
+    assert len(body) < 64 * 1024
+    with raw_server(gif_answer(body, 'gzip, gzip')) as server:
+        lines, rss = run_measured(variant, '-v', '-s', server.url, '-o', str(tmp_path),
+                                  'BR', cwd=tmp_path)
+    assert 'BR error: response over 1 MiB' in lines
+    assert rss < 120
+
+
+def test_memory_grows_with_concurrency_not_with_failed_codes(
+        bomb_server: FlagsServer, tmp_path: Path) -> None:
+    peaks = {}
+    for count in (5, 40):
+        lines, peaks[count] = run_measured(
+            'asyncio', '-a', '-l', str(count), '-m', '1', '-s', bomb_server.url,
+            '-o', str(tmp_path), cwd=tmp_path)
+        assert f'errors: {count} response over 1 MiB' in lines
+    # Each failed bomb held 2 MiB until the run ended: 5 codes 44 MiB, 40 codes 121 MiB.
+    assert peaks[40] - peaks[5] < 15, peaks
