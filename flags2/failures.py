@@ -83,7 +83,7 @@ class FlagBody:
         self.chunks: list[bytes] = []
         self.size = 0
         length = response.headers.get('content-length', '')
-        if length.isdigit() and int(length) > MAX_FLAG_BYTES:
+        if length.isascii() and length.isdigit() and int(length) > MAX_FLAG_BYTES:
             self.too_large()
 
     def add(self, chunk: bytes) -> None:

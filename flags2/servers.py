@@ -188,9 +188,10 @@ def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
     parts = urlsplit(base_url)
     if parts.hostname not in LOOPBACK_NAMES:
         return None
-    try:
-        with urllib.request.urlopen(f'{parts.scheme}://{parts.netloc}{path}',
-                                    timeout=timeout) as resp:
+    host = f'[{parts.hostname}]' if ':' in parts.hostname else parts.hostname
+    root = f'{parts.scheme}://{host}' + (f':{parts.port}' if parts.port else '')
+    try:  # without the user and password of base_url, which urllib would refuse
+        with urllib.request.urlopen(f'{root}{path}', timeout=timeout) as resp:
             return json.load(resp)
     except (OSError, ValueError):
         return None

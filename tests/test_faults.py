@@ -33,6 +33,7 @@ from flags2.clients import make_client
 from flags2.codes import country_codes
 from flags2.failures import (
     BadFlagError,
+    FlagBody,
     IncompleteBody,
     error_cause,
     read_flag,
@@ -367,3 +368,14 @@ def test_a_host_that_does_not_resolve_is_host_name_not_found(
     exc = caught(flag_url('http://flags.invalid/flags', 'BR'))  # .invalid never resolves
     assert type(exc) is httpx2.ConnectError
     assert error_cause(exc) == 'host name not found'
+
+
+def test_a_content_length_of_unicode_digits_is_not_a_size(local_server: FlagsServer) -> None:
+    """A byte 0xB2 reads as '²' (headers decode as Latin-1): '²'.isdigit() is true,
+    but int('²') raises. The header is ignored, not a crash."""
+    request = httpx2.Request('GET', local_server.url)
+    response = httpx2.Response(200, headers=[(b'Content-Length', b'\xb2')], request=request)
+    assert response.headers['content-length'] == '²'
+    body = FlagBody(response)
+    body.add(b'GIF89a')
+    assert body.image() == b'GIF89a'
