@@ -5,7 +5,9 @@ throttle: httpx's default pool of 100 connections silently capped ``-m 1000``
 in the book's asyncio script. So each run has one client whose connections
 add up to concur_req.
 
-They are spread over small clients ("shards") of SHARD_SIZE connections:
+They are spread over small clients ("shards") of SHARD_SIZE connections (one
+connection each for the sync variants, whose deadlines must know the socket
+of a request: see ShardedTransport):
 httpcore2's pool still walks every connection of a pool, and polls each idle
 socket, whenever a request starts or ends, so one pool of 676 connections
 costs time quadratic in its size (docs/performance.md has the figures, and
