@@ -8,8 +8,9 @@ need beyond that lives here, one concern a module:
 - ``options``: checking the command line; usage errors.
 - ``failures``: what counts as a bad flag, and the words for each failure.
 - ``clients``: the one HTTP client of a run, with room for exactly concur_req
-  connections.
-- ``interrupts``: what Ctrl-C needs in each variant.
+  connections, and each flag's time limit.
+- ``interrupts``: what Ctrl-C and SIGTERM need in each variant.
+- ``files``: writing a flag atomically, with the mode the umask gives.
 - ``servers``: starting and stopping the bundled flags server, and reading
   its /stats pages.
 - ``wire``: the bundled server's HTTP/1.1 wire code and the faults it writes.

@@ -20,6 +20,7 @@ from flags2.servers import FlagsServer, start_server, stop_server
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
 CONCURRENT_VARIANTS = ('threadpool', 'asyncio')
+STOP_GOAL = 1.0  # seconds from Ctrl-C or SIGTERM to exit
 
 ServerFactory = Callable[..., FlagsServer]
 
@@ -80,6 +81,15 @@ def run_variant(variant: str, *args: str, cwd: Path, env: dict[str, str] | None 
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})})
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start(variant: str, *args: str, cwd: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A variant running as a user starts it, its output piped (to send it signals)."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+        cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def free_port() -> int:

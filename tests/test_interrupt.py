@@ -4,7 +4,6 @@ and leaves nothing half-done behind."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VARIANTS, assert_valid_gifs, free_port, server_processes
+from conftest import (
+    STOP_GOAL,
+    VARIANTS,
+    assert_valid_gifs,
+    free_port,
+    server_processes,
+    start,
+)
 from flags_server import Workload
 
 from flags2.codes import country_codes
@@ -23,8 +29,7 @@ from flags2.servers import FlagsServer, port_answers
 
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends SIGINT')
 
-GOAL = 1.0  # seconds from Ctrl-C to exit
-LIMIT = 2 * GOAL  # what the tests allow: a loaded CI machine gets twice the margin
+LIMIT = 2 * STOP_GOAL  # what the tests allow: a loaded CI machine gets twice the margin
 
 STALL_RATE = 0.5
 STALLING = Workload('delay', error_rate=STALL_RATE, fault_kind='stall')
@@ -63,14 +68,6 @@ def interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> fl
         proc.kill()
         raise
     return time.perf_counter() - t0
-
-
-def start(variant: str, *args: str, cwd: Path,
-          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
-        cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_clean_interrupt(proc: subprocess.Popen[str], seconds: float, total: int,
