@@ -147,13 +147,8 @@ class Shards(Generic[Shard]):
         self.built: list[Shard | None] = [None] * len(self.sizes)
         self.lock = threading.Lock()
 
-    def pick(self) -> tuple[Shard, Callable[[], None]]:
-        """A shard with a free connection, and the call that frees it again."""
-        _, shard, release = self.take()
-        return shard, release
-
-    def take(self) -> tuple[int, Shard, Callable[[], None]]:
-        """``pick``, with the shard's index."""
+    def pick(self) -> tuple[int, Shard, Callable[[], None]]:
+        """A shard with a free connection, its index, and the call that frees it again."""
         index = self.load.take()
         shard = self.built[index]
         if shard is None:
@@ -242,7 +237,7 @@ class ShardedTransport(httpx2.BaseTransport):
         deadline = request.extensions.setdefault(DEADLINE, time.monotonic() + self.timeout)
         if time.monotonic() >= deadline:  # a redirect after the time was up
             raise timed_out(request)
-        index, shard, release = self.shards.take()
+        index, shard, release = self.shards.pick()
         line = self.lines[index]
         request.extensions['trace'] = line.trace
         watch = self.deadlines.watch(deadline, line, request)
@@ -279,7 +274,7 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         loop = asyncio.get_running_loop()
         deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
-        shard, release = self.shards.pick()
+        _, shard, release = self.shards.pick()
         try:
             async with asyncio.timeout_at(deadline):
                 response = await shard.send(request, stream=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from http import HTTPStatus
 from typing import NoReturn, TypeVar
 
@@ -212,12 +212,12 @@ def timeout_text(exc: httpx2.TimeoutException) -> str:
     return f'timed out after {limit:g} s' if isinstance(limit, (int, float)) else 'timed out'
 
 
+NO_FILE_ERRNOS = (errno.EMFILE, errno.ENFILE)
 OS_ERROR_CAUSES = {
     errno.ECONNREFUSED: 'connection refused',
     errno.ECONNRESET: 'connection reset',
     errno.EPIPE: 'connection reset',
-    errno.EMFILE: 'too many open files',
-    errno.ENFILE: 'too many open files',
+    **dict.fromkeys(NO_FILE_ERRNOS, 'too many open files'),
 }
 NO_THREAD_ADVICE = 'No thread to start: lower -m, or give the process more memory.'
 NO_FILE_ADVICE = 'Too many open files: lower -m, or raise the limit with ulimit -n.'
@@ -228,26 +228,30 @@ def exhaustion_advice(exc: BaseException) -> str | None:
 
     Every other download would fail the same way, so the run stops.
     """
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in chain(exc):
         if isinstance(seen, NoThreadError):
             return NO_THREAD_ADVICE
-        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
+        if isinstance(seen, OSError) and seen.errno in NO_FILE_ERRNOS:
             return NO_FILE_ADVICE
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
 def os_error_cause(exc: BaseException) -> str | None:
     """Name a connection failure by the OSError httpx2 chains below it, if any."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in chain(exc):
         if isinstance(seen, socket.gaierror):
             return 'host name not found'
         if isinstance(seen, OSError) and seen.errno in OS_ERROR_CAUSES:
             return OS_ERROR_CAUSES[seen.errno]
-        seen = seen.__cause__ or seen.__context__
     return None
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from: httpx2 chains the OSError below its own."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 def details(exc: BaseException) -> str:

@@ -74,7 +74,7 @@ def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
 
     shards = Shards(4, slow_build)  # one shard of 4 connections
     with ThreadPoolExecutor(max_workers=4) as pool:
-        picked = list(pool.map(lambda _: shards.pick()[0], range(4)))
+        picked = list(pool.map(lambda _: shards.pick()[1], range(4)))
     assert builds == [4]
     assert all(shard is picked[0] for shard in picked)
     assert shards.all() == [picked[0]]
