@@ -14,97 +14,77 @@ Sample run::
 """
 
 import asyncio
+import sys
+from collections import Counter
 from collections.abc import Awaitable, Iterable
 from http import HTTPStatus
-from pathlib import Path
 
 import httpx2  # httpx's maintained continuation, same API
 import tqdm
 
-from flags2_common import (
-    DEFAULT_TIMEOUT,
-    DEST_DIR,
-    DownloadCounter,
-    DownloadStatus,
-    flag_url,
-    main,
-    record_error,
-    save_flag,
-    say,
-)
+from flags2_common import CodeFailure, DownloadStatus, main, record_error, save_flag
 
 from flags2.clients import make_async_client
-from flags2.failures import CodeFailure, NoThreadError, aread_flag, code_on_failure
-from flags2.interrupts import ctrl_c_cancels, finish_even_if_cancelled, freeze_progress_bar
+from flags2.failures import code_on_failure
 
 DEFAULT_CONCUR_REQ = 5
 MAX_CONCUR_REQ = 1000
 
 
 async def get_flag(client: httpx2.AsyncClient, base_url: str, cc: str) -> bytes:
-    url = flag_url(base_url, cc)
-    async with client.stream('GET', url, follow_redirects=True) as resp:
-        return await aread_flag(resp)  # raises for an HTTP error, a cut-short body, or no GIF
+    cc = cc.lower()
+    resp = await client.get(f'{base_url}/{cc}/{cc}.gif', follow_redirects=True)
+    resp.raise_for_status()
+    return resp.content
 
 
-async def download_one(client: httpx2.AsyncClient, cc: str, base_url: str, dest: Path,
+async def download_one(client: httpx2.AsyncClient, cc: str, base_url: str,
                        semaphore: asyncio.Semaphore, verbose: bool) -> DownloadStatus:
     try:
         async with semaphore:  # the only throttle: at most concur_req requests at once
             image = await get_flag(client, base_url, cc)
     except httpx2.HTTPStatusError as exc:
         if exc.response.status_code != HTTPStatus.NOT_FOUND:
-            raise  # the supervisor reports every other failure
+            raise  # the supervisor counts every other failure
         status = DownloadStatus.NOT_FOUND
     else:
-        # File I/O off the loop; once started, a save completes even after Ctrl-C.
-        try:
-            await finish_even_if_cancelled(
-                asyncio.to_thread(save_flag, image, dest / f'{cc}.gif'))
-        except RuntimeError as exc:  # to_thread could not start its thread
-            raise NoThreadError() from exc
+        await asyncio.to_thread(save_flag, image, f'{cc}.gif')  # file I/O off the loop
         status = DownloadStatus.OK
     if verbose:
-        say(f'{cc} {status.value}')
+        sys.stdout.write(f'{cc} {status.value}\n')
     return status
 
 
-async def supervisor(cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
-                     dest: Path, timeout: float) -> DownloadCounter:
-    counter = DownloadCounter()
+async def supervisor(cc_list: list[str], base_url: str, verbose: bool,
+                     concur_req: int) -> Counter[DownloadStatus]:
+    counter: Counter[DownloadStatus] = Counter()
     semaphore = asyncio.Semaphore(concur_req)
-    async with make_async_client(concur_req, timeout) as client:
-        # Tasks, created in sorted order, wait on the semaphore in that order.
-        # A failure carries its code: as_completed does not hand back our tasks.
-        to_do = [asyncio.create_task(code_on_failure(
-                     cc, download_one(client, cc, base_url, dest, semaphore, verbose)))
+    async with make_async_client(concur_req) as client:
+        # A failure carries its code: as_completed does not hand back our awaitables.
+        to_do = [code_on_failure(cc, download_one(client, cc, base_url, semaphore, verbose))
                  for cc in sorted(cc_list)]
         to_do_iter: Iterable[Awaitable[DownloadStatus]] = asyncio.as_completed(to_do)
         if not verbose:
             to_do_iter = tqdm.tqdm(to_do_iter, total=len(cc_list))
-        with ctrl_c_cancels(to_do):
-            for coro in to_do_iter:
-                error: CodeFailure | None = None
-                try:
-                    status = await coro
-                except asyncio.CancelledError:  # by a signal: this download never finished
-                    counter.interrupted = True
-                    freeze_progress_bar(to_do_iter, counter.total())
-                    continue
-                except CodeFailure as exc:
-                    error = exc  # 'exc' is unbound once the except clause ends
-                if error is not None:
-                    # as_completed yields new awaitables, not our tasks: the
-                    # failure carries the code that was asked for.
-                    status = record_error(counter, error.cc, error.error, verbose)
-                counter[status] += 1
+        error: CodeFailure | None = None
+        for coro in to_do_iter:
+            try:
+                status = await coro
+            except CodeFailure as exc:
+                error = exc  # 'exc' is unbound once the except clause ends
+            except asyncio.CancelledError:  # by Ctrl-C or SIGTERM: report what was done
+                break
+            else:
+                error = None
+            if error:
+                status = record_error(error.cc, error.error, verbose)
+            counter[status] += 1
     return counter
 
 
-def download_many(cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
-                  *, dest: Path = DEST_DIR, timeout: float = DEFAULT_TIMEOUT
-                  ) -> DownloadCounter:
-    return asyncio.run(supervisor(cc_list, base_url, verbose, concur_req, dest, timeout))
+def download_many(cc_list: list[str], base_url: str, verbose: bool,
+                  concur_req: int) -> Counter[DownloadStatus]:
+    return asyncio.run(supervisor(cc_list, base_url, verbose, concur_req))
 
 
 def cli() -> None:

@@ -1,18 +1,18 @@
-"""What the three flags2 variants share: the command line, saving, the reports
-and main.
+"""What the flags2 variants share: the command line, saving, the reports and
+main.
 
 Each variant supplies ``download_many(cc_list, base_url, verbose,
 concur_req)`` and calls ``main(download_many, DEFAULT_CONCUR_REQ,
 MAX_CONCUR_REQ)``. The plumbing a reader of the book can skip (the HTTP
 client, Ctrl-C, the bundled server, the words for failures, checking options)
-lives in the ``flags2`` package beside this file.
+lives in the ``flags2`` package beside this file; ``main`` runs
+``download_many`` inside a ``flags2.runs.Run``, which ``save_flag`` and the
+clients find without being handed it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import string
 import sys
 import time
@@ -22,11 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import NoReturn, Protocol
 
-from flags2.clients import preload_http_stack
 from flags2.codes import country_codes
-from flags2.failures import error_cause, exhaustion_advice, forget_traceback, short_cause
-from flags2.files import write_atomically
-from flags2.interrupts import interruptible, signal_name, signals_caught, stop_run
+from flags2.failures import CodeFailure as CodeFailure  # the asyncio variants catch it
 from flags2.options import (
     MAX_TIMEOUT,
     ArgumentParser,
@@ -37,7 +34,7 @@ from flags2.options import (
     resolve_server,
     timeout_seconds,
 )
-from flags2.servers import ServerStartError, bundled_server, server_stats
+from flags2.runs import Run, current_run
 
 POP20_CC = 'CN IN US ID BR PK NG BD RU JP MX PH VN ET EG DE IR TR CD FR'.split()
 DEFAULT_SERVER = 'LOCAL'
@@ -50,11 +47,8 @@ DEFAULT_SERVERS = {
 # FLAGS2_LOCAL_URL and friends move a label (the tests' servers use ephemeral ports).
 SERVERS = {label: os.environ.get(f'FLAGS2_{label}_URL', url)
            for label, url in DEFAULT_SERVERS.items()}
-BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 DEST_DIR = Path('downloaded')
 DEFAULT_TIMEOUT = 3.1
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class DownloadStatus(Enum):
@@ -63,54 +57,25 @@ class DownloadStatus(Enum):
     ERROR = 'error'
 
 
-class DownloadCounter(Counter[DownloadStatus]):
-    """The results of a run: downloads by status, errors by cause, and
-    whether a signal (or a resource running out) cut the run short."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.causes: Counter[str] = Counter()
-        self.interrupted = False
-        self.signum = signal.SIGINT  # which signal, when interrupted
-        self.advice = ''  # what to do, when a resource ran out
-
-
 class DownloadMany(Protocol):
-    def __call__(self, cc_list: list[str], base_url: str, verbose: bool, concur_req: int, /,
-                 *, dest: Path = ..., timeout: float = ...) -> DownloadCounter: ...
+    def __call__(self, cc_list: list[str], base_url: str, verbose: bool, concur_req: int,
+                 /) -> Counter[DownloadStatus]: ...
 
 
 # ---------------------------------------------------------- downloading
 
-def flag_url(base_url: str, cc: str) -> str:
-    return f'{base_url}/{cc.lower()}/{cc.lower()}.gif'
+def save_flag(img: bytes, filename: str) -> None:
+    """Write a flag into the run's folder (-o), atomically: a reader never sees
+    half a flag. The run counts it, so the report matches the disk even when a
+    signal ends the variant's loop before the loop counts it."""
+    current_run().save(img, filename)
 
 
-def save_flag(img: bytes, path: Path) -> None:
-    """Write atomically (a reader never sees half a flag), with the umask's mode."""
-    write_atomically(path, img)
-
-
-def say(line: str) -> None:
-    """Print a whole line in one write, so lines from worker threads never interleave."""
-    sys.stdout.write(line + '\n')
-
-
-def record_error(counter: DownloadCounter, cc: str, exc: BaseException,
-                 verbose: bool) -> DownloadStatus:
-    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count.
-
-    A failure every other download would meet too (no thread, no file handle)
-    stops the run as a signal would. The traceback is dropped: it would keep
-    the frames, and the body, of a finished download until the run ends.
-    """
-    if advice := exhaustion_advice(exc):
-        stop_run(advice)
-    cause = error_cause(exc)
-    forget_traceback(exc)
-    counter.causes[short_cause(cause)] += 1
+def record_error(cc: str, exc: BaseException, verbose: bool) -> DownloadStatus:
+    """Note why ``cc`` failed (and say so with -v); return the ERROR status to count."""
+    cause = current_run().record_error(exc)
     if verbose:
-        say(f'{cc} error: {cause}')
+        sys.stdout.write(f'{cc} error: {cause}\n')  # one write: lines from threads never mix
     return DownloadStatus.ERROR
 
 
@@ -219,22 +184,30 @@ def initial_report(cc_list: list[str], concur_req: int, server_label: str,
         print(f'{concur_req} concurrent connections will be used.')
 
 
-def final_report(cc_list: list[str], counter: DownloadCounter, elapsed: float,
-                 peak: object = None) -> None:
+def final_report(cc_list: list[str], counter: Counter[DownloadStatus], elapsed: float,
+                 run: Run) -> None:
+    # The run's record of flags saved and errors met is the truth: a stop may
+    # end the variant's loop before it counts them.
+    counter = Counter({**counter, DownloadStatus.OK: run.saved,
+                       DownloadStatus.ERROR: run.causes.total()})
     print('-' * 20)
-    if counter.interrupted:
-        how = 'Stopped' if counter.advice else f'Interrupted by {signal_name(counter.signum)}'
-        print(f'{how}: {counter.total()} of {len(cc_list)} codes done, the rest cancelled.')
+    if stopped := run.stopped_line(counter.total(), len(cc_list)):
+        print(stopped)
     print(f'{plural(counter[DownloadStatus.OK], "flag")} downloaded.')
     if not_found := counter[DownloadStatus.NOT_FOUND]:
         print(f'{not_found} not found.')
     if errors := counter[DownloadStatus.ERROR]:
         print(f'{plural(errors, "error")}.')
-        causes = counter.causes.most_common()
+        causes = run.causes.most_common()
         print('errors: ' + ', '.join(f'{n} {cause}' for cause, n in causes))
-    if peak is not None:
+    if (peak := run.peak()) is not None:
         print(f'Peak requests in flight at the server: {peak}.')
     print(f'Elapsed time: {elapsed:.2f}s')
+    if 0 < run.causes['connection refused'] == counter.total():
+        print('*** No server answered. Start the bundled one with: '
+              'python flags_server.py', file=sys.stderr)
+    if run.advice:
+        print(f'*** {run.advice}', file=sys.stderr)
 
 
 def plural(n: int, word: str) -> str:
@@ -247,53 +220,13 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
          argv: list[str] | None = None) -> NoReturn:
     """Parse, report, time one run of ``download_many``, report again, exit."""
     opts = process_args(build_parser(default_concur_req), argv)
-    cc_list, base_url = opts.cc_list, opts.base_url
-    actual_req = concurrency(opts.max_req, max_concur_req, len(cc_list))
-    counter = DownloadCounter()
-    stats = None
-    t0 = time.perf_counter()
-    with signals_caught(argv is None) as run:  # signals raise only in interruptible()
-        try:
-            with contextlib.ExitStack() as stack:
-                with interruptible():  # starting may be cut short
-                    started = stack.enter_context(
-                        bundled_server(base_url, BUNDLED_MODES.get(opts.server_label)))
-                    if started is not None:
-                        print(f'Started the bundled flags server for {opts.server_label} '
-                              f'on port {started.port}; it stops when this run ends.')
-                    initial_report(cc_list, actual_req, opts.server_label, base_url)
-                    preload_http_stack()
-                    server_stats(base_url, reset=True)
-                t0 = time.perf_counter()
-                counter = download_many(cc_list, base_url, opts.verbose, actual_req,
-                                        dest=opts.dest, timeout=opts.timeout)
-                elapsed = time.perf_counter() - t0
-                if not run.stopping:
-                    with interruptible():
-                        stats = server_stats(base_url)
-        except KeyboardInterrupt:  # outside download_many's loop: while starting, say
-            elapsed = time.perf_counter() - t0
-        except ServerStartError as exc:
-            print(f'*** Could not start the bundled flags server: {exc}', file=sys.stderr)
-            sys.exit(EXIT_ERRORS)
-        if run.stopping:  # however late the signal came, the report says so
-            counter.interrupted = True
-            counter.signum, counter.advice = run.signum or signal.SIGINT, run.advice
-        final_report(cc_list, counter, elapsed, stats and stats['peak_in_flight'])
-        if all_refused(counter):
-            print('*** No server answered. Start the bundled one with: '
-                  'python flags_server.py', file=sys.stderr)
-        if counter.advice:
-            print(f'*** {counter.advice}', file=sys.stderr)
-        sys.exit(exit_status(counter))
-
-
-def exit_status(counter: DownloadCounter) -> int:
-    if counter.interrupted and not counter.advice:  # advice: a resource ran out
-        return EXIT_TERMINATED if counter.signum == signal.SIGTERM else EXIT_INTERRUPTED
-    return EXIT_ERRORS if counter.advice or counter[DownloadStatus.ERROR] else EXIT_OK
-
-
-def all_refused(counter: DownloadCounter) -> bool:
-    refused = counter.causes['connection refused']
-    return refused > 0 and refused == counter.total()
+    actual_req = concurrency(opts.max_req, max_concur_req, len(opts.cc_list))
+    with Run(opts.dest, opts.timeout, label=opts.server_label, base_url=opts.base_url,
+             command_line=argv is None) as run:  # signals, the bundled server, /stats
+        initial_report(opts.cc_list, actual_req, opts.server_label, opts.base_url)
+        counter: Counter[DownloadStatus] = Counter()
+        t0 = time.perf_counter()
+        with run.downloading():  # Ctrl-C, SIGTERM or no thread: on to the report
+            counter = download_many(opts.cc_list, opts.base_url, opts.verbose, actual_req)
+        final_report(opts.cc_list, counter, time.perf_counter() - t0, run)
+    sys.exit(run.exit_status())

@@ -35,10 +35,6 @@ from urllib.parse import urlsplit
 import tqdm
 
 from flags2_common import (
-    BUNDLED_MODES,
-    EXIT_ERRORS,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     SERVERS,
     build_parser,
     concurrency,
@@ -55,7 +51,9 @@ from flags2.options import (
     positive_int,
     resolve_server,
 )
+from flags2.runs import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from flags2.servers import (
+    BUNDLED_MODES,
     ServerStartError,
     bundled_server,
     port_answers,

@@ -12,74 +12,60 @@ The baseline for the threadpool and asyncio variants. Sample run::
     Elapsed time: 0.50s
 """
 
+import sys
+from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
-from pathlib import Path
 
 import httpx2  # httpx's maintained continuation, same API
 import tqdm
 
-from flags2_common import (
-    DEFAULT_TIMEOUT,
-    DEST_DIR,
-    DownloadCounter,
-    DownloadStatus,
-    flag_url,
-    main,
-    record_error,
-    save_flag,
-    say,
-)
+from flags2_common import DownloadStatus, main, record_error, save_flag
 
 from flags2.clients import make_client
-from flags2.failures import read_flag
-from flags2.interrupts import freeze_progress_bar, interruptible
 
 DEFAULT_CONCUR_REQ = 1
 MAX_CONCUR_REQ = 1
 
 
 def get_flag(client: httpx2.Client, base_url: str, cc: str) -> bytes:
-    url = flag_url(base_url, cc)
-    with client.stream('GET', url, follow_redirects=True) as resp:
-        return read_flag(resp)  # raises for an HTTP error, a cut-short body, or no GIF
+    cc = cc.lower()
+    resp = client.get(f'{base_url}/{cc}/{cc}.gif', follow_redirects=True)
+    resp.raise_for_status()
+    return resp.content
 
 
-def download_one(client: httpx2.Client, cc: str, base_url: str, dest: Path,
-                 verbose: bool) -> DownloadStatus:
+def download_one(client: httpx2.Client, cc: str, base_url: str,
+                 verbose: bool = False) -> DownloadStatus:
     try:
-        with interruptible():  # only the wait on the network; a save is always counted
-            image = get_flag(client, base_url, cc)
+        image = get_flag(client, base_url, cc)
     except httpx2.HTTPStatusError as exc:
         if exc.response.status_code != HTTPStatus.NOT_FOUND:
-            raise  # download_many reports every other failure
+            raise  # download_many counts every other failure
         status = DownloadStatus.NOT_FOUND
     else:
-        save_flag(image, dest / f'{cc}.gif')
+        save_flag(image, f'{cc}.gif')
         status = DownloadStatus.OK
-    if verbose:
-        say(f'{cc} {status.value}')
+    if verbose:  # one write per line, so lines from threads never mix
+        sys.stdout.write(f'{cc} {status.value}\n')
     return status
 
 
-def download_many(cc_list: list[str], base_url: str, verbose: bool, _unused_concur_req: int,
-                  *, dest: Path = DEST_DIR, timeout: float = DEFAULT_TIMEOUT
-                  ) -> DownloadCounter:
-    counter = DownloadCounter()
+def download_many(cc_list: list[str], base_url: str, verbose: bool,
+                  _unused_concur_req: int) -> Counter[DownloadStatus]:
+    counter: Counter[DownloadStatus] = Counter()
     cc_iter: Iterable[str] = sorted(cc_list)
     if not verbose:
         cc_iter = tqdm.tqdm(cc_iter)
-    try:
-        with make_client(1, timeout) as client:  # one client, one connection, for the run
-            for cc in cc_iter:
-                try:
-                    status = download_one(client, cc, base_url, dest, verbose)
-                except (httpx2.HTTPError, OSError) as exc:
-                    status = record_error(counter, cc, exc, verbose)
-                counter[status] += 1
-    except KeyboardInterrupt:  # Ctrl-C: stop, and report what was done
-        counter.interrupted = True
-        freeze_progress_bar(cc_iter, counter.total())
+    with make_client(1) as client:  # one client, one connection, for the whole run
+        for cc in cc_iter:
+            try:
+                status = download_one(client, cc, base_url, verbose)
+            except (httpx2.HTTPError, OSError) as exc:  # OSError: the save failed
+                status = record_error(cc, exc, verbose)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: report what was done
+                break
+            counter[status] += 1
     return counter
 
 

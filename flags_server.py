@@ -11,6 +11,12 @@ modes the scripts are tested against (a reset before the response, a body cut
 short, a lying Content-Length) need control of the bytes on the wire, which
 an ASGI server exists to hide.
 
+Besides each flag's GIF, it serves each country's metadata.json, as the
+book's flags.zip does: flags3_asyncio.py, the book's next listing, asks for
+every country's name along with its flag. A metadata request is a flag
+request in all but its body: it waits the code's delay, counts in /stats,
+and gets faults, drawn apart from the flag's.
+
 Run ``python flags_server.py`` to serve all three modes on ports 8000-8002,
 or ``python flags_server.py --help`` for the options.
 """
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from flags2.codes import country_codes
+from flags2.codes import countries, country_codes
 from flags2.wire import (
     BACKLOG,
     FD_HEADROOM,
@@ -57,7 +63,11 @@ DEFAULT_SEED = 'flags2'
 DEFAULT_DELAY_MIN = 0.2  # seconds; the mean delay is 0.5 s and the maximum
 DEFAULT_DELAY_MAX = 0.8  # stays far below the scripts' 3.1 s timeout
 DEFAULT_ERROR_RATE = 0.25
+# The two requests of a code, the book's URLs: /flags/br/br.gif and
+# /flags/br/metadata.json (what flags3_asyncio.py asks for each name).
 FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
+METADATA_PATH = re.compile(r'/flags/([a-z]{2})/metadata\.json')
+REQUEST_KINDS = {'flag': FLAG_PATH, 'metadata': METADATA_PATH}
 OVERSIZE_BYTES = 1024 * 1024 + 64 * 1024  # past the scripts' 1 MiB cap
 
 # What --fault can inject, with the words --help shows for each. ERROR mode
@@ -74,8 +84,8 @@ FAULTS = {
     'trickle-body': 'send the head, then the flag one byte every 0.1 s',
     'endless-chunks': 'send a chunked body that never ends, one byte every 0.1 s',
     'gzip-bomb': 'answer 200 with under 1 MiB of gzip that inflates to 1000 MiB',
-    'html': 'answer 200 with an HTML page instead of a GIF',
-    'oversize': 'answer 200 with an image/gif body of 1 MiB + 64 KiB',
+    'html': 'answer 200 with an HTML page instead of a GIF (or JSON)',
+    'oversize': 'answer 200 with an image/gif (or JSON) body of 1 MiB + 64 KiB',
     'redirect-loop': 'answer 302 redirecting to the same URL, every time',
 }
 
@@ -100,17 +110,23 @@ class Workload:
         rng = random.Random(f'{self.seed}:delay:{cc.upper()}')
         return rng.uniform(self.delay_min, self.delay_max)
 
-    def fault(self, cc: str) -> str | None:
-        """The fault injected for ``cc``, if any: the one place that decides."""
-        kind = self.fault_kind or ('418' if self.mode == 'error' else None)
-        if kind is None:
-            return None
-        rng = random.Random(f'{self.seed}:error:{cc.upper()}')
-        return kind if rng.random() < self.error_rate else None
+    def fault(self, cc: str, kind: str = 'flag') -> str | None:
+        """The fault injected for ``cc``'s request of ``kind`` (a REQUEST_KINDS key), if any.
 
-    def fails(self, cc: str) -> bool:
-        """True when the request for ``cc`` gets a fault (418 in ERROR mode)."""
-        return self.fault(cc) is not None
+        The one place that decides. A metadata request draws from a key of its
+        own, so a flag can arrive while its metadata fails, and the other way
+        round; the flag's key is the one it always had.
+        """
+        injected = self.fault_kind or ('418' if self.mode == 'error' else None)
+        if injected is None:
+            return None
+        which = '' if kind == 'flag' else f'{kind}:'
+        rng = random.Random(f'{self.seed}:error:{which}{cc.upper()}')
+        return injected if rng.random() < self.error_rate else None
+
+    def fails(self, cc: str, kind: str = 'flag') -> bool:
+        """True when ``cc``'s request of ``kind`` gets a fault (418 in ERROR mode)."""
+        return self.fault(cc, kind) is not None
 
 
 # --------------------------------------------------------------- the routes
@@ -146,37 +162,64 @@ class FlagApp:
         return response
 
     async def flag(self, path: str) -> Response:
-        match = FLAG_PATH.fullmatch(path)
-        cc = match.group(1).upper() if match else ''
+        """A flag or its metadata: same delay, same 404, faults drawn for each."""
+        request, cc = parse_flag_path(path)
         if cc and (delay := self.workload.delay(cc)):
             await asyncio.sleep(delay)
         if cc not in self.codes:
             return text_response(HTTPStatus.NOT_FOUND)
-        if fault := self.workload.fault(cc):
-            return fault_response(fault, path, flag_gif(cc))
-        return Response(HTTPStatus.OK, flag_gif(cc), 'image/gif')
+        if request == 'metadata':
+            answer = Response(HTTPStatus.OK, metadata_json(cc), 'application/json')
+        else:
+            answer = Response(HTTPStatus.OK, flag_gif(cc), 'image/gif')
+        if fault := self.workload.fault(cc, request):
+            return fault_response(fault, path, answer)
+        return answer
 
 
-def fault_response(kind: str, path: str, gif: bytes) -> Response:
-    """What the client gets for each fault kind, instead of ``gif``."""
+def parse_flag_path(path: str) -> tuple[str, str]:
+    """(request kind, upper-case code) of a flag or metadata path; ('', '') otherwise."""
+    for request, pattern in REQUEST_KINDS.items():
+        if match := pattern.fullmatch(path):
+            return request, match.group(1).upper()
+    return '', ''
+
+
+def fault_response(kind: str, path: str, answer: Response) -> Response:
+    """What the client gets for each fault kind, instead of ``answer`` (a GIF or JSON)."""
     if kind.isdigit():
         return text_response(HTTPStatus(int(kind)))
     if kind == 'html':
         page = b'<!DOCTYPE html>\n<html><body><h1>Flags are resting</h1></body></html>\n'
         return Response(HTTPStatus.OK, page, 'text/html; charset=utf-8')
     if kind == 'oversize':
-        return Response(HTTPStatus.OK, oversize_gif(), 'image/gif')
+        json_body = answer.content_type == 'application/json'
+        return Response(HTTPStatus.OK, oversize_json() if json_body else oversize_gif(),
+                        answer.content_type)
     if kind == 'redirect-loop':
         return Response(HTTPStatus.FOUND, b'', location=path)
     assert kind in WIRE_FAULTS, kind
     status = 0 if kind in ('reset', 'stall', 'trickle-headers') else HTTPStatus.OK
-    return Response(status, gif, 'image/gif', wire_fault=kind)
+    return Response(status, answer.body, answer.content_type, wire_fault=kind)
 
 
 @functools.cache
 def oversize_gif() -> bytes:
     """A GIF header padded past the cap: only its size is wrong."""
     return b'GIF89a' + bytes(OVERSIZE_BYTES - 6)
+
+
+@functools.cache
+def oversize_json() -> bytes:
+    """A JSON object padded past the cap: only its size is wrong."""
+    head, tail = b'{"padding": "', b'"}'
+    return head + b' ' * (OVERSIZE_BYTES - len(head) - len(tail)) + tail
+
+
+@functools.cache
+def metadata_json(cc: str) -> bytes:
+    """The book's metadata.json of ``cc``, in real UTF-8 ("Côte d'Ivoire"), not \\u escapes."""
+    return json.dumps(dict(countries()[cc]), ensure_ascii=False).encode('utf-8')
 
 
 def json_response(data: dict[str, Any]) -> Response:
@@ -188,20 +231,21 @@ def json_response(data: dict[str, Any]) -> Response:
 # GET /stats, and /stats/reset, which starts the count and the log over.
 # GET /workload: the mode's parameters and the delay of every two-letter code,
 # so flags2_compare.py can compute the best possible time of a run.
-# GET /stats/requests: start, end, code and status of each flag request since
-# the last /stats/reset, for flags2_compare.py's timeline chart.
+# GET /stats/requests: start, end, code, status and kind ('flag', 'metadata',
+# or null for another /flags/ path) of each flag request since the last
+# /stats/reset, for flags2_compare.py's timeline chart.
 
 @dataclass
 class Stats:
     """Counters behind GET /stats, so a run can show real concurrency.
 
-    A flag request is *in flight* from the moment its request line has been
-    read until the server has written the whole answer, or has noticed that
-    the client closed the connection, whichever comes first. So a request
-    whose client gave up (a timeout, Ctrl-C) still counts while the server
-    sleeps its delay, and a stalled one counts until the client hangs up:
-    ``peak_in_flight`` is the most requests the server held at once since
-    the last reset, abandoned ones included.
+    A flag request (a metadata request counts as one) is *in flight* from
+    the moment its request line has been read until the server has written
+    the whole answer, or has noticed that the client closed the connection,
+    whichever comes first. So a request whose client gave up (a timeout,
+    Ctrl-C) still counts while the server sleeps its delay, and a stalled one
+    counts until the client hangs up: ``peak_in_flight`` is the most requests
+    the server held at once since the last reset, abandoned ones included.
     """
 
     by_status: Counter[int] = field(default_factory=Counter)
@@ -283,12 +327,13 @@ class RequestLog:
         """Times in seconds since the last reset."""
         requests = []
         for start, end, path, status in self.entries:
-            match = FLAG_PATH.fullmatch(path)
+            request, cc = parse_flag_path(path)
             requests.append({
                 'start': round(start - self.origin, 6),
                 'end': round(end - self.origin, 6),
-                'code': match.group(1).upper() if match else path,
+                'code': cc or path,
                 'status': status,
+                'kind': request or None,
             })
         return {'requests': requests, 'dropped': self.dropped}
 
@@ -468,8 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit(len(specs) * (args.max_connections or 1024) + BACKLOG + FD_HEADROOM)
     limits = Limits(args.idle_timeout,
                     args.max_connections or default_max_connections(len(specs)))
-    for cc in country_codes():  # draw every flag before saying "ready"
+    for cc in country_codes():  # draw every flag (and its metadata) before saying "ready"
         flag_gif(cc)
+        metadata_json(cc)
     if args.fault == 'gzip-bomb':
         gzip_bomb()  # a third of a second: not inside the first request's time limit
 

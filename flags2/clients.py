@@ -20,10 +20,19 @@ Each shard is a whole ``httpx2.Client``, built with httpx2's defaults, so a
 run honours the environment as httpx2 does: HTTP_PROXY, HTTPS_PROXY,
 ALL_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
 
-The transports also bound each request as a whole: httpx2's timeout bounds
-each read, so a server trickling a byte at a time never times out. A request
-(with its redirects and its body) ends by ``timeout`` seconds after it
-started, as an ``httpx2.ReadTimeout``.
+The transports also hold the run's guarantees, so the variants can read a
+response as the book does (``resp.content``):
+
+- each request is bounded as a whole: httpx2's timeout bounds each read, so a
+  server trickling a byte at a time never times out. A request (with its
+  redirects and its body) ends by ``timeout`` seconds after it started, as
+  an ``httpx2.ReadTimeout``;
+- every body (a redirect's too) passes ``failures.BodyCheck``: at most 1 MiB
+  once decoded, a GIF where a flag was asked; the transport inflates content
+  codings itself, a step at a time, and hands httpx2 the decoded bytes;
+- a stopping run cuts requests short: in the main thread at once (the
+  run's signal handler raises), in worker threads by shutting their sockets
+  down; either way the request raises ``runs.RunStopped``.
 """
 
 from __future__ import annotations
@@ -31,17 +40,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import importlib
 import itertools
 import socket
 import ssl
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import httpx2
+
+from flags2.failures import BadFlagError, BodyCheck
+from flags2.runs import Run, RunStopped, current_run
 
 SHARD_SIZE = 4
 # A GIF gains nothing from compression; asking for none keeps a server from
@@ -52,35 +64,20 @@ HEADERS = {'Accept-Encoding': 'identity'}
 DEADLINE = 'flags2.deadline'
 
 
-def make_client(concur_req: int, timeout: float) -> httpx2.Client:
-    return httpx2.Client(transport=ShardedTransport(concur_req, timeout), timeout=timeout,
+def make_client(concur_req: int) -> httpx2.Client:
+    """The run's client for ``concur_req`` threads (1 for the sequential script)."""
+    run = current_run()
+    return httpx2.Client(transport=ShardedTransport(concur_req, run), timeout=run.timeout,
                          headers=HEADERS)
 
 
-def make_async_client(concur_req: int, timeout: float) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, timeout),
-                              timeout=timeout, headers=HEADERS)
-
-
-def preload_http_stack() -> None:
-    """Import now what httpx2 imports when it builds its first connection pool.
-
-    httpcore2, anyio and its streams take ~25 ms on a 2-core VM: without
-    this, the first request of a run pays for them, inside Elapsed, which the
-    book's figures (httpx then imported httpcore up front) never included.
-    An AsyncClient's first request also imports anyio's asyncio backend and
-    its socket streams (another ~15 ms), so those come now too.
-    """
-    import httpcore2  # noqa: F401
-
-    with contextlib.suppress(ImportError):  # if anyio moves it: slower, never broken
-        importlib.import_module(ANYIO_ASYNCIO_BACKEND)
-
-
-# The one private name of a dependency in the suite: anyio loads this module
-# on first use and has no public way to load it sooner.
-# tests/test_clients.py checks that it is still there.
-ANYIO_ASYNCIO_BACKEND = 'anyio._backends._asyncio'
+def make_async_client(concur_req: int) -> httpx2.AsyncClient:
+    """The run's AsyncClient for ``concur_req`` requests at once; call it in the
+    supervisor coroutine: the run attaches to its event loop."""
+    run = current_run()
+    run.attach_loop(asyncio.get_running_loop())
+    return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, run),
+                              timeout=run.timeout, headers=HEADERS)
 
 
 # ------------------------------------------------------------ the shards
@@ -162,21 +159,96 @@ class Shards(Generic[Shard]):
         return [shard for shard in self.built if shard is not None]
 
 
-class ReleasingStream(httpx2.SyncByteStream):
-    """A response body that frees its shard's connection slot when closed,
-    and reads as a timeout once its request's deadline cut it short."""
+# ------------------------------------------------------------- the bodies
 
-    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None],
-                 watch: Watch) -> None:
-        self.stream, self.release, self.watch = stream, release, watch
+STEP = 1024 * 1024  # the most bytes one step of inflating may produce
+CODINGS = {'gzip': zlib.MAX_WBITS | 16, 'x-gzip': zlib.MAX_WBITS | 16, 'deflate': zlib.MAX_WBITS}
+
+
+class Body:
+    """One response body as the transport hands it on: inflated, checked.
+
+    A server may send a content coding though none was asked: the codings
+    are undone here, each in steps of at most STEP bytes, so BodyCheck sees
+    (and caps) the decoded size, and httpx2 gets plain bytes and headers
+    without Content-Encoding.
+    """
+
+    def __init__(self, response: httpx2.Response, request: httpx2.Request) -> None:
+        self.request = request
+        self.check = BodyCheck(request, response.status_code, response.headers)
+        codings = [c.strip().lower() for c in
+                   response.headers.get('content-encoding', '').split(',')]
+        codings = [c for c in codings if c not in ('', 'identity')]
+        for coding in codings:
+            if coding not in CODINGS:
+                raise BadFlagError(f'unsupported content coding {coding!r}', request)
+        self.inflaters = [zlib.decompressobj(CODINGS[c]) for c in reversed(codings)]
+        if codings:
+            del response.headers['content-encoding']
+            response.headers.pop('content-length', None)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        for chunk in self.inflated(data, 0):
+            self.check.add(chunk)
+            yield chunk
+
+    def end(self) -> Iterator[bytes]:
+        yield from self.feed(b'')
+        self.check.end()
+
+    def inflated(self, data: bytes, level: int) -> Iterator[bytes]:
+        if level == len(self.inflaters):
+            if data:
+                yield data
+            return
+        inflater = self.inflaters[level]
+        try:
+            while True:
+                out = inflater.decompress(data, STEP)
+                yield from self.inflated(out, level + 1)
+                data = inflater.unconsumed_tail
+                if not data:
+                    break
+        except zlib.error as exc:
+            raise httpx2.DecodingError(f'bad compressed body: {exc}',
+                                       request=self.request) from exc
+
+    def failed(self, exc: Exception, cut: bool) -> BaseException:
+        """What a failed read raises: a timeout if the deadline ``cut`` it, a
+        body cut short for a protocol error, else ``exc`` itself."""
+        if cut:
+            return timed_out(self.request)
+        if isinstance(exc, httpx2.RemoteProtocolError):
+            try:
+                self.check.incomplete(exc)
+            except httpx2.HTTPError as incomplete:
+                return incomplete
+        return exc
+
+
+class CheckedStream(httpx2.SyncByteStream):
+    """A response body read within the run's rules; closing it frees its shard's slot."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, body: Body, release: Callable[[], None],
+                 watch: Watch, run: Run) -> None:
+        self.stream, self.body, self.release, self.watch = stream, body, release, watch
+        self.run = run
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self.stream
-        except httpx2.TransportError as exc:
-            if self.watch.fired:
-                raise timed_out(self.watch.request) from exc
-            raise
+        chunks = iter(self.stream)
+        while True:
+            try:
+                with self.run.interruptible():
+                    data = next(chunks, None)
+            except httpx2.TransportError as exc:
+                if self.run.stopping:
+                    raise RunStopped from exc
+                raise self.body.failed(exc, self.watch.fired) from exc
+            if data is None:
+                break
+            yield from self.body.feed(data)
+        yield from self.body.end()
 
     def close(self) -> None:
         try:
@@ -186,23 +258,29 @@ class ReleasingStream(httpx2.SyncByteStream):
             self.release()
 
 
-class AsyncReleasingStream(httpx2.AsyncByteStream):
-    """A response body that frees its slot when closed, read within its request's deadline."""
+class AsyncCheckedStream(httpx2.AsyncByteStream):
+    """A response body read within the run's rules and its request's deadline."""
 
-    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None],
-                 request: httpx2.Request) -> None:
-        self.stream, self.release, self.request = stream, release, request
+    def __init__(self, stream: httpx2.AsyncByteStream, body: Body,
+                 release: Callable[[], None]) -> None:
+        self.stream, self.body, self.release = stream, body, release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = aiter(self.stream)
+        deadline = self.body.request.extensions[DEADLINE]
         while True:
             try:  # the timeout around each read, never across a yield
-                async with asyncio.timeout_at(self.request.extensions[DEADLINE]):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
+                async with asyncio.timeout_at(deadline):
+                    data = await anext(chunks, None)
             except TimeoutError as exc:
-                raise timed_out(self.request) from exc
+                raise self.body.failed(exc, True) from exc
+            except httpx2.TransportError as exc:
+                raise self.body.failed(exc, False) from exc
+            if data is None:
+                break
+            for chunk in self.body.feed(data):
+                yield chunk
+        for chunk in self.body.end():
             yield chunk
 
     async def aclose(self) -> None:
@@ -220,20 +298,23 @@ def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
 
 class ShardedTransport(httpx2.BaseTransport):
     """Shards of one connection each, so a request's socket is its shard's:
-    a read blocked past the deadline is ended by shutting that socket down."""
+    a read blocked past the deadline, or in a run that stops, is ended by
+    shutting that socket down."""
 
-    def __init__(self, concur_req: int, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self, concur_req: int, run: Run) -> None:
+        self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
         self.sockets = OpenSockets()
         self.shards = Shards(concur_req, self.build, size=1)
         self.lines = [Line(self.sockets) for _ in self.shards.sizes]
         self.deadlines = Deadlines()
+        run.on_stop(self.sockets.shut_down)
 
     def build(self, size: int) -> httpx2.Client:
         return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.run.bind_thread()  # save_flag, later in this thread, finds the run
         deadline = request.extensions.setdefault(DEADLINE, time.monotonic() + self.timeout)
         if time.monotonic() >= deadline:  # a redirect after the time was up
             raise timed_out(request)
@@ -242,15 +323,20 @@ class ShardedTransport(httpx2.BaseTransport):
         request.extensions['trace'] = line.trace
         watch = self.deadlines.watch(deadline, line, request)
         try:
-            response = shard.send(request, stream=True)
+            with self.run.interruptible():
+                response = shard.send(request, stream=True)
+            body = Body(response, request)
         except BaseException as exc:
             watch.end()
             release()
-            if watch.fired and isinstance(exc, httpx2.TransportError):
-                raise timed_out(request) from exc
+            if isinstance(exc, httpx2.TransportError):
+                if self.run.stopping:
+                    raise RunStopped from exc
+                if watch.fired:
+                    raise timed_out(request) from exc
             raise
         assert isinstance(response.stream, httpx2.SyncByteStream)
-        response.stream = ReleasingStream(response.stream, release, watch)
+        response.stream = CheckedStream(response.stream, body, release, watch, self.run)
         return response
 
     def close(self) -> None:
@@ -262,8 +348,8 @@ class ShardedTransport(httpx2.BaseTransport):
 
 
 class AsyncShardedTransport(httpx2.AsyncBaseTransport):
-    def __init__(self, concur_req: int, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self, concur_req: int, run: Run) -> None:
+        self.timeout = run.timeout
         self.tls = LazyTLSContext()
         self.shards = Shards(concur_req, self.build)
 
@@ -278,13 +364,14 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         try:
             async with asyncio.timeout_at(deadline):
                 response = await shard.send(request, stream=True)
+            body = Body(response, request)
         except BaseException as exc:
             release()
             if isinstance(exc, TimeoutError):
                 raise timed_out(request) from exc
             raise
         assert isinstance(response.stream, httpx2.AsyncByteStream)
-        response.stream = AsyncReleasingStream(response.stream, release, request)
+        response.stream = AsyncCheckedStream(response.stream, body, release)
         return response
 
     async def aclose(self) -> None:
@@ -417,7 +504,9 @@ class OpenSockets:
     def __init__(self) -> None:
         self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self.closing = False
-        self.lock = threading.Lock()
+        # Reentrant: a stopping run calls shut_down from the signal handler,
+        # which may interrupt the main thread inside add or shut_down.
+        self.lock = threading.RLock()
 
     def add(self, sock: socket.socket) -> None:
         with self.lock:

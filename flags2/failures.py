@@ -5,8 +5,8 @@ errno values, never by the text of a message: a new wording in httpx2,
 httpcore2 or h11 must not silently move a failure to another cause. Where a
 type alone says too little (h11 reports a body cut short and a garbled
 response head with the same exception), the place where it was raised
-decides: ``read_flag`` turns a protocol error met while reading the body
-into ``IncompleteBody``.
+decides: the transport's ``BodyCheck`` turns a protocol error met while
+reading the body into ``IncompleteBody``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Iterator
 from http import HTTPStatus
 from typing import NoReturn, TypeVar
@@ -69,20 +70,24 @@ async def code_on_failure(cc: str, aw: Awaitable[T]) -> T:
         raise CodeFailure(cc, exc) from exc
 
 
-class FlagBody:
-    """Collects a response body, refusing anything over the cap or not a GIF.
+class BodyCheck:
+    """What every response body of a run must pass, checked chunk by chunk as
+    the transport hands the body to httpx2.
 
-    The cap counts decoded bytes, chunk by chunk as they come: httpx2
-    inflates each coding in steps of at most 1 MiB (stacked codings too), so
-    a small compressed body that inflates to gigabytes stops here at the cap
-    (tests/test_hostile.py measures it). The clients ask for no compression.
+    The cap counts decoded bytes: the transport inflates any content coding
+    itself, in steps of at most STEP bytes (see clients.Decoded), so a small
+    compressed body that inflates to gigabytes stops here at the cap. A 2xx
+    answer to a ``.gif`` URL must start like a GIF.
     """
 
-    def __init__(self, response: httpx2.Response) -> None:
-        self.response = response
-        self.chunks: list[bytes] = []
+    def __init__(self, request: httpx2.Request, status_code: int,
+                 headers: httpx2.Headers) -> None:
+        self.request = request
         self.size = 0
-        length = response.headers.get('content-length', '')
+        self.gif = 200 <= status_code < 300 and request.url.path.endswith('.gif')
+        self.head = b''
+        self.content_type = headers.get('content-type', 'no content type').split(';')[0]
+        length = headers.get('content-length', '')
         if length.isascii() and length.isdigit() and int(length) > MAX_FLAG_BYTES:
             self.too_large()
 
@@ -90,49 +95,24 @@ class FlagBody:
         self.size += len(chunk)
         if self.size > MAX_FLAG_BYTES:
             self.too_large()
-        self.chunks.append(chunk)
+        if self.gif and len(self.head) < len(GIF_MAGIC[0]):
+            self.head += chunk[:len(GIF_MAGIC[0]) - len(self.head)]
+            if len(self.head) == len(GIF_MAGIC[0]):
+                self.check_gif()
+
+    def end(self) -> None:
+        if self.gif:
+            self.check_gif()
+
+    def check_gif(self) -> None:
+        if not self.head.startswith(GIF_MAGIC):
+            raise BadFlagError(f'not a GIF ({self.content_type})', self.request)
 
     def too_large(self) -> NoReturn:
-        raise BadFlagError(f'response over {format_size(MAX_FLAG_BYTES)}',
-                           self.response.request)
+        raise BadFlagError(f'response over {format_size(MAX_FLAG_BYTES)}', self.request)
 
     def incomplete(self, exc: httpx2.RemoteProtocolError) -> NoReturn:
-        raise IncompleteBody(str(exc), request=self.response.request) from exc
-
-    def image(self) -> bytes:
-        """The flag, once the status says it is one and the bytes say it is a GIF."""
-        self.response.raise_for_status()
-        body = b''.join(self.chunks)
-        if not body.startswith(GIF_MAGIC):
-            kind = self.response.headers.get('content-type', 'no content type')
-            raise BadFlagError(f'not a GIF ({kind.split(";")[0]})', self.response.request)
-        return body
-
-
-def read_flag(response: httpx2.Response) -> bytes:
-    """The body of a streamed response, checked: see ``FlagBody``.
-
-    The body is read before the status is checked, so an error page is
-    drained and its kept-alive connection serves the next request.
-    """
-    body = FlagBody(response)
-    try:
-        for chunk in response.iter_bytes():
-            body.add(chunk)
-    except httpx2.RemoteProtocolError as exc:
-        body.incomplete(exc)
-    return body.image()
-
-
-async def aread_flag(response: httpx2.Response) -> bytes:
-    """``read_flag`` for an AsyncClient's response."""
-    body = FlagBody(response)
-    try:
-        async for chunk in response.aiter_bytes():
-            body.add(chunk)
-    except httpx2.RemoteProtocolError as exc:
-        body.incomplete(exc)
-    return body.image()
+        raise IncompleteBody(str(exc), request=self.request) from exc
 
 
 def forget_traceback(exc: BaseException) -> None:
@@ -244,6 +224,21 @@ def os_error_cause(exc: BaseException) -> str | None:
         if isinstance(seen, OSError) and seen.errno in OS_ERROR_CAUSES:
             return OS_ERROR_CAUSES[seen.errno]
     return None
+
+
+def raised_by_thread_start(exc: BaseException) -> bool:
+    """True when ``exc`` came out of threading.Thread.start: no thread could start.
+
+    Python says RuntimeError for that and for much else; where it was raised
+    tells them apart, not its words.
+    """
+    start = threading.Thread.start.__code__
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is start:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:

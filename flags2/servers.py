@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 # installs flags_server.py as a top-level module).
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent / 'flags_server.py'
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+# The labels the bundled server can stand in for, and its mode for each.
+BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 
 
