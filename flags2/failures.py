@@ -12,6 +12,7 @@ reading the body into ``IncompleteBody``.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import threading
@@ -57,16 +58,21 @@ class CodeFailure(Exception):
     whatever happened to the request (a redirect, a save that failed).
     """
 
-    def __init__(self, cc: str, error: httpx2.HTTPError | OSError) -> None:
+    def __init__(self, cc: str, error: Exception) -> None:
         super().__init__(cc, error)
         self.cc, self.error = cc, error
+
+
+# What one code's download may raise: the HTTP errors, a failed save, and
+# what reading metadata a server got wrong raises (not JSON, no 'country').
+DOWNLOAD_FAILURES = (httpx2.HTTPError, OSError, ValueError, LookupError, TypeError)
 
 
 async def code_on_failure(cc: str, aw: Awaitable[T]) -> T:
     """Await ``aw``; a download failure comes out as a CodeFailure naming ``cc``."""
     try:
         return await aw
-    except (httpx2.HTTPError, OSError) as exc:
+    except DOWNLOAD_FAILURES as exc:
         raise CodeFailure(cc, exc) from exc
 
 
@@ -166,6 +172,8 @@ def error_cause(exc: BaseException) -> str:
         return 'no thread to start'
     if isinstance(exc, OSError):  # saving: the cause, not the file, so failures group
         return f'cannot save: {os.strerror(exc.errno) if exc.errno else details(exc)}'
+    if isinstance(exc, json.JSONDecodeError):
+        return 'metadata is not JSON'
     if isinstance(exc, httpx2.DecodingError):
         return f'undecodable response body: {details(exc)}'
     return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import importlib
 import signal
 import sys
@@ -222,7 +223,13 @@ class Run:
     # ------------------------------------------------- what the reader's code calls
 
     def save(self, img: bytes, filename: str) -> None:
-        """Write a flag into ``dest`` (atomically) and count it."""
+        """Write a flag into ``dest`` (atomically) and count it.
+
+        ``filename`` must name a file in ``dest``: flags3 takes it from what
+        the server says, and a country named '../x' must not escape.
+        """
+        if filename in ('', '.', '..') or Path(filename).name != filename or '\0' in filename:
+            raise OSError(errno.EINVAL, 'not a plain file name', filename)
         write_atomically(self.dest / filename, img)
         with self.lock:
             self.saved += 1
