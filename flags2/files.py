@@ -13,20 +13,19 @@ import tempfile
 from pathlib import Path
 
 
-def current_umask() -> int:
-    """The process's umask. Reading it means setting it: call before threads start."""
+def new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask.
+
+    Reading the umask means setting it, which is not thread-safe: a run reads
+    it once, before its threads start. (mkstemp makes 0600 files.)
+    """
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
-# mkstemp makes 0600 files; a flag gets what open() would give it. Read once,
-# at import: os.umask is not thread-safe to read.
-FILE_MODE = 0o666 & ~current_umask()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file; errors name ``path``."""
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` through a temporary file with ``mode``; errors name ``path``."""
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
                                         suffix='.part')
@@ -34,7 +33,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, 'wb') as tmp:
-            os.chmod(tmp_name, FILE_MODE)
+            os.chmod(tmp_name, mode)
             tmp.write(data)
         os.replace(tmp_name, path)
     except BaseException as exc:

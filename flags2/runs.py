@@ -45,7 +45,7 @@ from flags2.failures import (
     raised_by_thread_start,
     short_cause,
 )
-from flags2.files import write_atomically
+from flags2.files import new_file_mode, write_atomically
 from flags2.servers import BUNDLED_MODES, ServerStartError, bundled_server, server_stats
 
 P = ParamSpec('P')
@@ -109,11 +109,13 @@ class Run:
         self.previous_handlers: dict[signal.Signals, Any] = {}
         self.stack = contextlib.ExitStack()
         self.token: contextvars.Token[Run] | None = None
+        self.file_mode = 0o644
 
     # ------------------------------------------------------ the with block
 
     def __enter__(self) -> Run:
         self.token = CURRENT.set(self)
+        self.file_mode = new_file_mode()  # before any thread of the run starts
         if self.catch_signals:
             for signum in STOP_SIGNALS:
                 self.previous_handlers[signum] = signal.signal(signum, self.on_signal)
@@ -230,7 +232,7 @@ class Run:
         """
         if filename in ('', '.', '..') or Path(filename).name != filename or '\0' in filename:
             raise OSError(errno.EINVAL, 'not a plain file name', filename)
-        write_atomically(self.dest / filename, img)
+        write_atomically(self.dest / filename, img, self.file_mode)
         with self.lock:
             self.saved += 1
 
