@@ -325,7 +325,6 @@ class ShardedTransport(httpx2.BaseTransport):
         try:
             with self.run.interruptible():
                 response = shard.send(request, stream=True)
-            body = Body(response, request)
         except BaseException as exc:
             watch.end()
             release()
@@ -334,6 +333,13 @@ class ShardedTransport(httpx2.BaseTransport):
                     raise RunStopped from exc
                 if watch.fired:
                     raise timed_out(request) from exc
+            raise
+        try:
+            body = Body(response, request)
+        except BaseException:  # refused on its head: the connection goes back first
+            response.close()
+            watch.end()
+            release()
             raise
         assert isinstance(response.stream, httpx2.SyncByteStream)
         response.stream = CheckedStream(response.stream, body, release, watch, self.run)
@@ -364,11 +370,16 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         try:
             async with asyncio.timeout_at(deadline):
                 response = await shard.send(request, stream=True)
-            body = Body(response, request)
         except BaseException as exc:
             release()
             if isinstance(exc, TimeoutError):
                 raise timed_out(request) from exc
+            raise
+        try:
+            body = Body(response, request)
+        except BaseException:  # refused on its head: the connection goes back first
+            await response.aclose()
+            release()
             raise
         assert isinstance(response.stream, httpx2.AsyncByteStream)
         response.stream = AsyncCheckedStream(response.stream, body, release)

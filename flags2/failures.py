@@ -11,14 +11,15 @@ reading the body into ``IncompleteBody``.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx2
 
@@ -68,10 +69,19 @@ class CodeFailure(Exception):
 DOWNLOAD_FAILURES = (httpx2.HTTPError, OSError, ValueError, LookupError, TypeError)
 
 
-async def code_on_failure(cc: str, aw: Awaitable[T]) -> T:
-    """Await ``aw``; a download failure comes out as a CodeFailure naming ``cc``."""
+def code_on_failure(cc: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task for ``coro``, whose download failure comes out as a CodeFailure naming ``cc``.
+
+    The task is created now, so the downloads take the semaphore in the order
+    the supervisor lists them (as_completed would start them in a set's
+    order); flags2_compare.py's ideal time assumes that order.
+    """
+    return asyncio.create_task(naming_failures(cc, coro), name=cc)
+
+
+async def naming_failures(cc: str, coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return await aw
+        return await coro
     except DOWNLOAD_FAILURES as exc:
         raise CodeFailure(cc, exc) from exc
 
