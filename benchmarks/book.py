@@ -9,24 +9,28 @@ default pool of 100 connections. This wrapper swaps exactly those two things
 into the real variants, on httpx2 (httpx's continuation, same API: the
 book's calls run unchanged with ``httpx2`` for ``httpx``), so every other
 line (checks, saving, reports) is the same code the benchmark measures for
-flags2; the variant scripts themselves get no flag for it.
+flags2; the variant scripts themselves get no flag for it. The checks of
+each body live in flags2's transports now: the book's clients get them from
+benchmarks/checked.py, around httpx2's own transports.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx2
+from checked import AsyncCheckedTransport, CheckedTransport
 
 import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
-from flags2_common import flag_url
 
-from flags2.failures import read_flag
+from flags2.clients import ShardedTransport
+from flags2.runs import current_run
 
 VARIANTS = {
     'sequential': flags2_sequential,
@@ -36,19 +40,34 @@ VARIANTS = {
 
 
 def get_flag_per_request_client(client: httpx2.Client, base_url: str, cc: str) -> bytes:
-    """The book's get_flag: ``httpx2.stream`` makes a client of its own per call.
+    """The book's get_flag: ``httpx2.get`` makes a client of its own per call
+    (a new transport, so a new connection and a new TLS context).
 
-    The shared client is only asked for its timeout, so --timeout still applies.
+    The shared client is only asked for its timeout, so --timeout still applies,
+    and for its run: a threadpool worker finds the run through the transport of
+    the shared client, which the book's get_flag never uses.
     """
-    url = flag_url(base_url, cc)
-    with httpx2.stream('GET', url, timeout=client.timeout, follow_redirects=True) as resp:
-        return read_flag(resp)
+    cc = cc.lower()
+    shared = client._transport  # httpx2 names no public way to it; the tests use it too
+    assert isinstance(shared, ShardedTransport)
+    transport = CheckedTransport(httpx2.HTTPTransport(), shared.run)
+    with httpx2.Client(transport=transport, timeout=client.timeout) as own_client:
+        resp = own_client.get(f'{base_url}/{cc}/{cc}.gif', follow_redirects=True)
+    resp.raise_for_status()
+    return resp.content
 
 
-def default_async_client(concur_req: int, timeout: float) -> httpx2.AsyncClient:
-    """The book's AsyncClient(): httpx2's default pool of 100, whatever -m says."""
+def default_async_client(concur_req: int) -> httpx2.AsyncClient:
+    """The book's AsyncClient(): httpx2's default pool of 100, whatever -m says.
+
+    Attached to the run's event loop as make_async_client is (saves in the
+    run's threads, a stop cancels the downloads): the client differs, not the run.
+    """
     del concur_req
-    return httpx2.AsyncClient(timeout=timeout)
+    run = current_run()
+    run.attach_loop(asyncio.get_running_loop())
+    return httpx2.AsyncClient(transport=AsyncCheckedTransport(httpx2.AsyncHTTPTransport()),
+                              timeout=run.timeout)
 
 
 def main() -> None:

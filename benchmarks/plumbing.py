@@ -9,7 +9,8 @@ variant as it is, and the variant with one piece swapped for the plain way
 by benchmarks/plumbing_runner.py (see there):
 
 * shards: SHARD_SIZE-connection shards vs one plain pool of concur_req
-  connections (``httpx2.Client(limits=..., timeout=...)``, default verify);
+  connections (``httpx2.Client(limits=..., timeout=...)``, default verify,
+  the run's body checks around httpx2's transport: benchmarks/checked.py);
 * lazy TLS: LazyTLSContext vs one eager ``httpx2.create_ssl_context()``
   shared by the shards (not a context per shard: that would cost more by
   construction, and nobody would write it);
@@ -113,7 +114,8 @@ def main() -> int:
     print('plumbing: the variant as it is; plain: the same with that one piece swapped for '
           'the plain httpx2 way; ratio = plain / plumbing (above 1: the piece is faster).')
     print('shards: plain = one httpx2.Client/AsyncClient(limits=Limits(n, n), timeout=t) with '
-          "httpx2's default verify; lazy TLS: plain = one eager httpx2.create_ssl_context() "
+          "httpx2's default verify, its transport making the run's body checks "
+          '(benchmarks/checked.py); lazy TLS: plain = one eager httpx2.create_ssl_context() '
           'shared by the shards; preload: plain = no preload_http_stack.')
     print()
     print_table([Row(cells) for cells in rows], header)

@@ -8,17 +8,22 @@ PLAIN is a comma-separated list of pieces to replace, or 'none':
 * ``pool``: one plain ``httpx2.Client``/``AsyncClient`` with room for
   concur_req connections, instead of the shards of SHARD_SIZE. It verifies
   TLS as httpx2 does by default (an eager context), as the plain client would.
+  Its transport is httpx2's own, wrapped by benchmarks/checked.py in the
+  body checks every run makes (flags2's transports make them now); it has no
+  deadline per request and is not cut short when the run stops.
 * ``tls``: the shards keep their pools, but share one eager
   ``httpx2.create_ssl_context()`` instead of the LazyTLSContext.
-* ``preload``: no ``preload_http_stack``: the first request imports the
-  rest of the HTTP stack, inside Elapsed.
+* ``preload``: no ``flags2.runs.preload_http_stack``: the first request
+  imports the rest of the HTTP stack, inside Elapsed.
 
-flags2/clients.py stays as it is: the names are patched where the variants
-look them up (they did ``from flags2.clients import make_client``).
+flags2/clients.py and flags2/runs.py stay as they are: the names are patched
+where the variants look them up (they did ``from flags2.clients import
+make_client``), and where ``Run`` looks ``preload_http_stack`` up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,13 +31,15 @@ from types import ModuleType
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx2
+from checked import AsyncCheckedTransport, CheckedTransport
 
 import flags2_asyncio
-import flags2_common
 import flags2_sequential
 import flags2_threadpool
 
 import flags2.clients
+import flags2.runs
+from flags2.runs import current_run
 
 VARIANTS = {
     'sequential': flags2_sequential,
@@ -42,14 +49,22 @@ VARIANTS = {
 PIECES = ('pool', 'tls', 'preload')
 
 
-def plain_client(concur_req: int, timeout: float) -> httpx2.Client:
-    limits = httpx2.Limits(max_connections=concur_req, max_keepalive_connections=concur_req)
-    return httpx2.Client(limits=limits, timeout=timeout)
+def plain_limits(concur_req: int) -> httpx2.Limits:
+    return httpx2.Limits(max_connections=concur_req, max_keepalive_connections=concur_req)
 
 
-def plain_async_client(concur_req: int, timeout: float) -> httpx2.AsyncClient:
-    limits = httpx2.Limits(max_connections=concur_req, max_keepalive_connections=concur_req)
-    return httpx2.AsyncClient(limits=limits, timeout=timeout)
+def plain_client(concur_req: int) -> httpx2.Client:
+    run = current_run()
+    transport = httpx2.HTTPTransport(limits=plain_limits(concur_req))
+    return httpx2.Client(transport=CheckedTransport(transport, run), timeout=run.timeout)
+
+
+def plain_async_client(concur_req: int) -> httpx2.AsyncClient:
+    """Attached to the run's event loop as make_async_client is: only the client differs."""
+    run = current_run()
+    run.attach_loop(asyncio.get_running_loop())
+    transport = httpx2.AsyncHTTPTransport(limits=plain_limits(concur_req))
+    return httpx2.AsyncClient(transport=AsyncCheckedTransport(transport), timeout=run.timeout)
 
 
 def no_preload() -> None:
@@ -72,7 +87,7 @@ def swap(pieces: set[str]) -> None:
         # for each client, so one eager context is made per client, then shared.
         patch('LazyTLSContext', httpx2.create_ssl_context, flags2.clients)
     if 'preload' in pieces:
-        patch('preload_http_stack', no_preload, flags2.clients, flags2_common)
+        patch('preload_http_stack', no_preload, flags2.runs)
 
 
 def main() -> None:

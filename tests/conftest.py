@@ -1,6 +1,6 @@
 """Fixtures and helpers shared by the test modules: the real bundled server on
-loopback, on ephemeral ports, and a way to run each variant as a user does,
-in a subprocess."""
+loopback, on ephemeral ports, a way to run each variant as a user does, in a
+subprocess, and the one way to run a variant's download_many in-process."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from flags2_common import DownloadMany, DownloadStatus
+
+from flags2.clients import make_client
+from flags2.runs import Run
 from flags2.servers import FlagsServer, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +95,37 @@ def start(variant: str, *args: str, cwd: Path,
         [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
         cwd=cwd, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_in_process(download_many: DownloadMany, cc_list: list[str], base_url: str,
+                   verbose: bool, concur_req: int, *, dest: Path, timeout: float = 10.0
+                   ) -> tuple[Counter[DownloadStatus], Run]:
+    """Call a variant's ``download_many`` with the book's four arguments, inside
+    a ``Run`` as ``main`` makes one (its signals, its /stats reset), without
+    main's options, reports and exit: the counter it returns, and the run's
+    record (``run.saved``, ``run.causes``). Unlike ``main``, it lets a stop
+    (KeyboardInterrupt) through: a test sees whatever ended download_many."""
+    with Run(dest, timeout, base_url=base_url) as run:
+        counter = download_many(cc_list, base_url, verbose, concur_req)
+    return counter, run
+
+
+# For a run that only makes requests: not a folder, so a save would fail.
+NO_DEST = Path(os.devnull)
+
+
+def flag_url(base_url: str, cc: str) -> str:
+    """The URL the variants ask for ``cc``."""
+    return f'{base_url}/{cc.lower()}/{cc.lower()}.gif'
+
+
+def fetch_flag(url: str, timeout: float) -> bytes:
+    """One flag fetched as the sequential script does, with the real stack: the
+    run's client, whose transport checks the body (size, GIF, cut short)."""
+    with Run(NO_DEST, timeout), make_client(1) as client:
+        resp = client.get(url, follow_redirects=True)
+        resp.raise_for_status()
+        return resp.content
 
 
 def free_port() -> int:

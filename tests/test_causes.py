@@ -4,7 +4,6 @@ handles ends the run with advice instead of a traceback."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import re
 import resource
@@ -158,18 +157,23 @@ def test_too_many_open_files(variant: str, slow_server: FlagsServer, tmp_path: P
                                          if line.startswith('errors: '))
 
 
-
 def test_asyncio_no_thread_to_save_stops_the_run(local_server: FlagsServer, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """asyncio saves in threads; when none can start (as with too little memory)."""
-    async def no_thread(*args: object) -> None:
-        raise RuntimeError("can't start new thread")
+    """asyncio saves in threads (asyncio.to_thread, in the run's executor, whose
+    threads are named flags2-save...); when none can start (as with too little
+    memory). Every other thread starts as usual."""
+    start = threading.Thread.start
 
-    monkeypatch.setattr(asyncio, 'to_thread', no_thread)
+    def no_save_thread(thread: threading.Thread) -> None:
+        if thread.name.startswith('flags2-save'):
+            raise RuntimeError("can't start new thread")  # what Thread.start raises then
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, 'start', no_save_thread)
     with pytest.raises(SystemExit) as exit_info:
         main(flags2_asyncio.download_many, 5, 1000,
-                            ['-v', '-s', local_server.url, '-o', str(tmp_path), *CODES])
+             ['-v', '-s', local_server.url, '-o', str(tmp_path), *CODES])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 1
     assert err.splitlines()[-1] == f'*** {NO_THREAD_ADVICE}'

@@ -15,11 +15,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import ROOT, free_port
-from flags2_common import flag_url
+from conftest import NO_DEST, ROOT, flag_url, free_port
 
 from flags2.clients import (
-    ANYIO_ASYNCIO_BACKEND,
     AsyncShardedTransport,
     ShardedTransport,
     ShardLoad,
@@ -28,6 +26,7 @@ from flags2.clients import (
     make_client,
     shard_sizes,
 )
+from flags2.runs import ANYIO_ASYNCIO_BACKEND, Run
 from flags2.servers import FlagsServer
 
 TIMEOUT = 5.0
@@ -82,7 +81,7 @@ def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
 
 
 def test_plain_http_never_loads_ca_certificates(local_server: FlagsServer) -> None:
-    with make_client(5, TIMEOUT) as client:
+    with Run(NO_DEST, TIMEOUT), make_client(5) as client:
         for cc in ('BR', 'CN', 'US'):
             assert client.get(flag_url(local_server.url, cc)).status_code == 200
         transport = client._transport
@@ -100,7 +99,7 @@ def test_the_first_https_handshake_loads_the_ca_certificates(
     https_url = local_server.url.replace('http://', 'https://')
     transport: ShardedTransport | AsyncShardedTransport
     if variant == 'sync':
-        with make_client(1, TIMEOUT) as client:
+        with Run(NO_DEST, TIMEOUT), make_client(1) as client:
             assert client.get(flag_url(local_server.url, 'BR')).status_code == 200
             with pytest.raises((httpx2.ConnectError, httpx2.ConnectTimeout)):
                 client.get(flag_url(https_url, 'BR'), timeout=0.3)
@@ -108,13 +107,14 @@ def test_the_first_https_handshake_loads_the_ca_certificates(
             transport = client._transport
     else:
         async def fetch() -> AsyncShardedTransport:
-            async with make_async_client(1, TIMEOUT) as client:
+            async with make_async_client(1) as client:
                 assert (await client.get(flag_url(local_server.url, 'BR'))).status_code == 200
                 with pytest.raises((httpx2.ConnectError, httpx2.ConnectTimeout)):
                     await client.get(flag_url(https_url, 'BR'), timeout=0.3)
                 assert isinstance(client._transport, AsyncShardedTransport)
                 return client._transport
-        transport = asyncio.run(fetch())
+        with Run(NO_DEST, TIMEOUT):
+            transport = asyncio.run(fetch())
     real = transport.tls.real
     assert real is not None
     assert real.cert_store_stats()['x509_ca'] > 0

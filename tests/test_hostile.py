@@ -23,13 +23,12 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import ROOT, VARIANTS, run_variant
-from flags2_common import flag_url
+from conftest import NO_DEST, ROOT, VARIANTS, fetch_flag, flag_url, run_variant
 from flags_server import Workload, flag_gif
 
-from flags2.clients import ShardedTransport, make_async_client, make_client
+from flags2.clients import ShardedTransport, make_async_client
 from flags2.codes import country_codes
-from flags2.failures import aread_flag, read_flag
+from flags2.runs import Run
 from flags2.servers import FlagsServer, running_server
 from flags2.wire import gzip_bomb
 
@@ -85,13 +84,14 @@ def test_a_trickling_server_times_out_within_the_limit(
 
 
 def test_keep_alive_still_reuses_one_connection(local_server: FlagsServer) -> None:
-    transport = ShardedTransport(1, TIMEOUT)
-    with httpx2.Client(transport=transport) as client:
-        sockets = []
-        for cc in ('BR', 'CN', 'US'):
-            with client.stream('GET', flag_url(local_server.url, cc)) as resp:
-                read_flag(resp)
-            sockets.append(transport.lines[0].sock)
+    with Run(NO_DEST, TIMEOUT) as run:
+        transport = ShardedTransport(1, run)
+        with httpx2.Client(transport=transport) as client:
+            sockets = []
+            for cc in ('BR', 'CN', 'US'):
+                resp = client.get(flag_url(local_server.url, cc))
+                assert resp.content == flag_gif(cc)  # read to the end, and checked
+                sockets.append(transport.lines[0].sock)
     assert sockets[0] is not None
     assert sockets == [sockets[0]] * 3
 
@@ -148,15 +148,17 @@ def gif_answer(body: bytes, encoding: str | None = None) -> bytes:
 
 def test_both_clients_ask_for_no_compression() -> None:
     async def fetch_async(url: str) -> bytes:
-        async with make_async_client(1, TIMEOUT) as client, \
-                client.stream('GET', url) as resp:
-            return await aread_flag(resp)
+        """As the asyncio script fetches one flag."""
+        async with make_async_client(1) as client:
+            resp = await client.get(url, follow_redirects=True)
+            resp.raise_for_status()
+            return resp.content
 
     with raw_server(gif_answer(flag_gif('BR'))) as server:
         url = flag_url(server.url, 'BR')
-        with make_client(1, TIMEOUT) as client, client.stream('GET', url) as resp:
-            assert read_flag(resp) == flag_gif('BR')
-        assert asyncio.run(fetch_async(url)) == flag_gif('BR')
+        assert fetch_flag(url, TIMEOUT) == flag_gif('BR')
+        with Run(NO_DEST, TIMEOUT):
+            assert asyncio.run(fetch_async(url)) == flag_gif('BR')
     assert len(server.heads) == 2
     for head in server.heads:
         codings = [line for line in head.lower().split(b'\r\n')

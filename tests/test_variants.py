@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 import flags2_asyncio
@@ -18,6 +19,7 @@ from conftest import (
     CONCURRENT_VARIANTS,
     VARIANTS,
     assert_valid_gifs,
+    run_in_process,
     run_variant,
     saved_codes,
 )
@@ -26,6 +28,7 @@ from flags_server import Workload
 
 from flags2.clients import make_async_client
 from flags2.codes import country_codes
+from flags2.runs import Run
 from flags2.servers import FlagsServer
 
 ALL_CODES = list(country_codes())
@@ -198,13 +201,13 @@ def test_asyncio_semaphore_throttles_even_a_client_with_room_for_more(
         monkeypatch: pytest.MonkeyPatch, slow_server: FlagsServer, tmp_path: Path) -> None:
     concur_req = 3
 
-    def roomy_client(concur_req: int, timeout: float) -> Any:
-        return make_async_client(3 * concur_req, timeout)
+    def roomy_client(concur_req: int) -> httpx2.AsyncClient:
+        return make_async_client(3 * concur_req)
 
     monkeypatch.setattr(flags2_asyncio, 'make_async_client', roomy_client)
     slow_server.reset()
-    counter = flags2_asyncio.download_many(ALL_CODES[:2 * concur_req], slow_server.url, True,
-                                           concur_req, dest=tmp_path, timeout=10)
+    counter, _ = run_in_process(flags2_asyncio.download_many, ALL_CODES[:2 * concur_req],
+                                slow_server.url, True, concur_req, dest=tmp_path)
     assert counter[DownloadStatus.OK] == 2 * concur_req
     assert slow_server.stats()['peak_in_flight'] == concur_req
 
@@ -220,8 +223,8 @@ def test_threadpool_runs_exactly_concur_req_worker_threads(
         return download_one(*args)
 
     monkeypatch.setattr(flags2_threadpool, 'download_one', spy)
-    counter = flags2_threadpool.download_many(ALL_CODES[:24], delay_server.url, True,
-                                              concur_req, dest=tmp_path, timeout=10)
+    counter, _ = run_in_process(flags2_threadpool.download_many, ALL_CODES[:24],
+                                delay_server.url, True, concur_req, dest=tmp_path)
     assert counter[DownloadStatus.OK] == 24
     assert len(workers) == concur_req
 
@@ -229,8 +232,8 @@ def test_threadpool_runs_exactly_concur_req_worker_threads(
 def test_saving_a_flag_leaves_an_open_reader_with_the_old_bytes(tmp_path: Path) -> None:
     path = tmp_path / 'BR.gif'
     path.write_bytes(b'GIF89a old flag')
-    with path.open('rb') as reader:
-        save_flag(b'GIF89a new flag, a longer one', path)  # replaces; never writes in place
+    with path.open('rb') as reader, Run(tmp_path, 1):  # save_flag writes into the run's dest
+        save_flag(b'GIF89a new flag, a longer one', 'BR.gif')  # replaces; never writes in place
         assert reader.read() == b'GIF89a old flag'
     assert path.read_bytes() == b'GIF89a new flag, a longer one'
     assert saved_codes(tmp_path) == ['BR']  # no temporary file left
