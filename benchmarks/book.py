@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,8 +30,8 @@ import flags2_asyncio
 import flags2_sequential
 import flags2_threadpool
 
-from flags2.clients import ShardedTransport
-from flags2.runs import current_run
+from flags2.clients import make_client
+from flags2.runs import Run, current_run
 
 VARIANTS = {
     'sequential': flags2_sequential,
@@ -44,17 +45,25 @@ def get_flag_per_request_client(client: httpx2.Client, base_url: str, cc: str) -
     (a new transport, so a new connection and a new TLS context).
 
     The shared client is only asked for its timeout, so --timeout still applies,
-    and for its run: a threadpool worker finds the run through the transport of
-    the shared client, which the book's get_flag never uses.
+    and stands for its run (RUNS): a threadpool worker has no current run.
     """
     cc = cc.lower()
-    shared = client._transport  # httpx2 names no public way to it; the tests use it too
-    assert isinstance(shared, ShardedTransport)
-    transport = CheckedTransport(httpx2.HTTPTransport(), shared.run)
+    transport = CheckedTransport(httpx2.HTTPTransport(), RUNS[client])
     with httpx2.Client(transport=transport, timeout=client.timeout) as own_client:
         resp = own_client.get(f'{base_url}/{cc}/{cc}.gif', follow_redirects=True)
     resp.raise_for_status()
     return resp.content
+
+
+# The run of each shared client, recorded when the variant makes it: a
+# threadpool worker has no current run, and finds it here through the client.
+RUNS: weakref.WeakKeyDictionary[httpx2.Client, Run] = weakref.WeakKeyDictionary()
+
+
+def recording_make_client(concur_req: int) -> httpx2.Client:
+    client = make_client(concur_req)
+    RUNS[client] = current_run()
+    return client
 
 
 def default_async_client(concur_req: int) -> httpx2.AsyncClient:
@@ -77,6 +86,8 @@ def main() -> None:
     variant = sys.argv.pop(1)
     # threadpool calls flags2_sequential.download_one, which looks get_flag up there.
     flags2_sequential.get_flag = get_flag_per_request_client
+    flags2_sequential.make_client = recording_make_client  # type: ignore[attr-defined]
+    flags2_threadpool.make_client = recording_make_client  # type: ignore[attr-defined]
     # the variant imported the name: patch it where supervisor() looks it up
     flags2_asyncio.make_async_client = default_async_client  # type: ignore[attr-defined]
     VARIANTS[variant].cli()
