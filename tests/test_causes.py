@@ -100,9 +100,16 @@ class RedirectElsewhere(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class RoomyServer(http.server.ThreadingHTTPServer):
+    """A listen backlog of 5 (the default) drops connections on a loaded machine:
+    the client's retry a second later can run past the 3.1 s timeout."""
+
+    request_queue_size = 128
+
+
 @pytest.fixture(scope='module')
 def elsewhere_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), RedirectElsewhere)
+    server = RoomyServer(('127.0.0.1', 0), RedirectElsewhere)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f'http://127.0.0.1:{server.server_address[1]}/flags'
