@@ -91,13 +91,18 @@ class Variant:
         return self.max_concur_req > 1
 
 
+def variant_script(name: str) -> Path:
+    """The script of a variant: flags2_asyncio.py for 'asyncio', flags3_asyncio.py for 'flags3'."""
+    return HERE / SCRIPTS.get(name, f'flags2_{name}.py')
+
+
 def load_variants() -> dict[str, Variant]:
     """The scripts and their concurrency limits, read from the modules themselves."""
     variants = {}
     for name in VARIANT_NAMES:
-        script = SCRIPTS.get(name, f'flags2_{name}.py')
-        module = importlib.import_module(script.removesuffix('.py'))
-        variants[name] = Variant(name, HERE / script, module.DEFAULT_CONCUR_REQ,
+        script = variant_script(name)
+        module = importlib.import_module(script.stem)
+        variants[name] = Variant(name, script, module.DEFAULT_CONCUR_REQ,
                                  module.MAX_CONCUR_REQ, 2 if name == 'flags3' else 1)
     return variants
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from flags2_common import DownloadMany, DownloadStatus
+from flags2_compare import variant_script
 
 from flags2.clients import make_client
 from flags2.runs import Run
@@ -25,6 +26,8 @@ from flags2.servers import FlagsServer, start_server, stop_server
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
 CONCURRENT_VARIANTS = ('threadpool', 'asyncio')
+# The chapter's next listings: tested wherever a guarantee of every script is.
+EVERY_VARIANT = (*VARIANTS, 'asyncio_executor', 'flags3')
 STOP_GOAL = 1.0  # seconds from Ctrl-C or SIGTERM to exit
 
 ServerFactory = Callable[..., FlagsServer]
@@ -82,7 +85,7 @@ class Result:
 def run_variant(variant: str, *args: str, cwd: Path, env: dict[str, str] | None = None,
                 timeout: float = 60) -> Result:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+        [sys.executable, str(variant_script(variant)), *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})})
     return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -92,7 +95,7 @@ def start(variant: str, *args: str, cwd: Path,
           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """A variant running as a user starts it, its output piped (to send it signals)."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+        [sys.executable, str(variant_script(variant)), *args],
         cwd=cwd, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

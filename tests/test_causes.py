@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import flags2_asyncio
-from conftest import CONCURRENT_VARIANTS, ROOT, VARIANTS, Result, saved_codes
+from conftest import CONCURRENT_VARIANTS, VARIANTS, Result, saved_codes
 from flags2_common import main
+from flags2_compare import variant_script
 
 from flags2.codes import country_codes
 from flags2.servers import FlagsServer
@@ -31,7 +32,7 @@ NO_FILE_ADVICE = 'Too many open files: lower -m, or raise the limit with ulimit 
 
 
 def run_limited(variant: str, *args: str, limit: Callable[[], None], cwd: Path) -> Result:
-    proc = subprocess.run([sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+    proc = subprocess.run([sys.executable, str(variant_script(variant)), *args],
                           cwd=cwd, capture_output=True, text=True, timeout=60,
                           preexec_fn=limit)
     return Result(proc.returncode, proc.stdout, proc.stderr)

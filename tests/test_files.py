@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VARIANTS
+from conftest import VARIANTS
+from flags2_compare import variant_script
 
 from flags2.servers import FlagsServer
 
@@ -21,7 +22,7 @@ CODES = ('BR', 'CN')
 
 def run_with_umask(variant: str, umask: int, server: FlagsServer, dest: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / f'flags2_{variant}.py'), '-s', server.url,
+        [sys.executable, str(variant_script(variant)), '-s', server.url,
          '-o', str(dest), *CODES],
         capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(umask))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)

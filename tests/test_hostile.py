@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import NO_DEST, ROOT, VARIANTS, fetch_flag, flag_url, run_variant
+from conftest import EVERY_VARIANT, NO_DEST, VARIANTS, fetch_flag, flag_url, run_variant
+from flags2_compare import variant_script
 from flags_server import Workload, flag_gif
 
 from flags2.clients import ShardedTransport, make_async_client
@@ -38,14 +39,15 @@ TRICKLES = ('trickle-headers', 'trickle-body', 'endless-chunks')
 MIB = 1024 * 1024
 
 
-def faulty(cc: str) -> bool:
-    return Workload('local', error_rate=0.5, fault_kind='418').fails(cc)
+def faulty(cc: str, kind: str = 'flag') -> bool:
+    return Workload('local', error_rate=0.5, fault_kind='418').fails(cc, kind)
 
 
 ALL_CODES = country_codes()
-# An answered code first, so the sequential variant meets the fault on a
-# kept-alive connection, where no connect event tells its socket.
-FIRST_OK = next(cc for cc in ALL_CODES if not faulty(cc))
+# An answered code first (its metadata too, for flags3), so the sequential
+# variant meets the fault on a kept-alive connection, where no connect event
+# tells its socket.
+FIRST_OK = next(cc for cc in ALL_CODES if not faulty(cc) and not faulty(cc, 'metadata'))
 FAILING = [cc for cc in ALL_CODES if faulty(cc) and cc > FIRST_OK][:2]
 CODES = [FIRST_OK, *FAILING]
 
@@ -66,7 +68,7 @@ def elapsed(lines: list[str]) -> float:
     raise AssertionError(f'no elapsed time in {lines}')
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', EVERY_VARIANT)
 @pytest.mark.parametrize('kind', TRICKLES)
 def test_a_trickling_server_times_out_within_the_limit(
         kind: str, variant: str, trickle_servers: dict[str, FlagsServer],
@@ -170,7 +172,7 @@ def run_measured(variant: str, *args: str, cwd: Path) -> tuple[list[str], float]
     """Run a variant: its stdout lines and its peak RSS in MiB (from os.wait4)."""
     out_path = cwd / 'stdout.txt'
     with out_path.open('w') as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / f'flags2_{variant}.py'), *args],
+        proc = subprocess.Popen([sys.executable, str(variant_script(variant)), *args],
                                 cwd=cwd, stdout=out, stderr=subprocess.DEVNULL)
     killer = threading.Timer(60, proc.kill)  # a run that never ends fails, never hangs
     killer.start()
@@ -190,7 +192,7 @@ def bomb_server() -> Iterator[FlagsServer]:
         yield server
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', EVERY_VARIANT)
 def test_a_gzip_bomb_stops_at_the_cap(variant: str, bomb_server: FlagsServer,
                                       tmp_path: Path) -> None:
     lines, rss = run_measured(variant, '-v', '-s', bomb_server.url, '-o', str(tmp_path),

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    EVERY_VARIANT,
     STOP_GOAL,
-    VARIANTS,
     assert_valid_gifs,
     free_port,
     server_processes,
@@ -90,7 +90,10 @@ def assert_clean_interrupt(proc: subprocess.Popen[str], seconds: float, total: i
     return lines
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+# flags3 saves a flag only after its second request: with half the requests
+# stalled, its slots fill with stalled flag requests before any flag is saved.
+# Its Ctrl-C is tested with the auto-started server and with SIGTERM.
+@pytest.mark.parametrize('variant', [v for v in EVERY_VARIANT if v != 'flags3'])
 def test_ctrl_c_with_downloads_stuck_in_reads(variant: str, stalling_server: FlagsServer,
                                               tmp_path: Path) -> None:
     stalling_server.reset()
@@ -107,12 +110,14 @@ def test_ctrl_c_with_downloads_stuck_in_reads(variant: str, stalling_server: Fla
 
 
 @pytest.mark.skipif(not Path('/proc').is_dir(), reason='finds leftover processes in /proc')
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', EVERY_VARIANT)
 def test_ctrl_c_stops_the_auto_started_server(variant: str, tmp_path: Path) -> None:
     port = free_port()
     env = {'FLAGS2_DELAY_URL': f'http://127.0.0.1:{port}/flags'}
     dest = tmp_path / 'flags'
-    proc = start(variant, '-s', 'DELAY', '-a', '-o', str(dest), cwd=tmp_path, env=env)
+    # -m 20: flags3 saves its first flag once every flag request has gone (~5 s)
+    proc = start(variant, '-s', 'DELAY', '-a', '-m', '20', '-o', str(dest), cwd=tmp_path,
+                 env=env)
     seconds = interrupt_when(proc, lambda: any(dest.glob('*.gif')))
     lines = assert_clean_interrupt(proc, seconds, 194, dest)
     assert lines[0].startswith('Started the bundled flags server for DELAY')
