@@ -10,18 +10,21 @@ threadpool worker finds the run, for ``save_flag``, through the transport.
 A bare ``httpx2.Client`` would do neither: saves in worker threads would find
 no run, and a comparison would credit the other client with checks it never
 made. These wrappers add exactly those two things to httpx2's HTTPTransport
-and AsyncHTTPTransport; nothing else of flags2's (no pool of shards, no
-deadline per request, no cutting requests short when the run stops).
+and AsyncHTTPTransport, reading bodies through flags2's own stream classes;
+nothing else of flags2's (no pool of shards, no deadline per request; a stop
+cuts a request short only where the main thread waits on it).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx2
 
-from flags2.clients import Body
+from flags2.clients import AsyncCheckedStream, Body, CheckedStream
 from flags2.runs import Run
+
+
+def nothing() -> None:
+    """httpx2's own pool frees its connections itself."""
 
 
 class CheckedTransport(httpx2.BaseTransport):
@@ -37,31 +40,12 @@ class CheckedTransport(httpx2.BaseTransport):
             response.close()
             raise
         assert isinstance(response.stream, httpx2.SyncByteStream)
-        response.stream = CheckedStream(response.stream, body)
+        response.stream = CheckedStream(response.stream, body, release=nothing, watch=None,
+                                        run=self.run)
         return response
 
     def close(self) -> None:
         self.inner.close()
-
-
-class CheckedStream(httpx2.SyncByteStream):
-    def __init__(self, stream: httpx2.SyncByteStream, body: Body) -> None:
-        self.stream, self.body = stream, body
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self.stream)
-        while True:
-            try:
-                data = next(chunks, None)
-            except httpx2.TransportError as exc:
-                raise self.body.failed(exc, False) from exc
-            if data is None:
-                break
-            yield from self.body.feed(data)
-        yield from self.body.end()
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 class AsyncCheckedTransport(httpx2.AsyncBaseTransport):
@@ -76,30 +60,8 @@ class AsyncCheckedTransport(httpx2.AsyncBaseTransport):
             await response.aclose()
             raise
         assert isinstance(response.stream, httpx2.AsyncByteStream)
-        response.stream = AsyncCheckedStream(response.stream, body)
+        response.stream = AsyncCheckedStream(response.stream, body, release=nothing)
         return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-class AsyncCheckedStream(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream, body: Body) -> None:
-        self.stream, self.body = stream, body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        chunks = aiter(self.stream)
-        while True:
-            try:
-                data = await anext(chunks, None)
-            except httpx2.TransportError as exc:
-                raise self.body.failed(exc, False) from exc
-            if data is None:
-                break
-            for chunk in self.body.feed(data):
-                yield chunk
-        for chunk in self.body.end():
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()

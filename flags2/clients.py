@@ -228,10 +228,14 @@ class Body:
 
 
 class CheckedStream(httpx2.SyncByteStream):
-    """A response body read within the run's rules; closing it frees its shard's slot."""
+    """A response body read within the run's rules; closing it frees its shard's slot.
+
+    ``watch``: the request's deadline, if it has one (benchmarks/checked.py
+    wraps httpx2's own transport, with none).
+    """
 
     def __init__(self, stream: httpx2.SyncByteStream, body: Body, release: Callable[[], None],
-                 watch: Watch, run: Run) -> None:
+                 watch: Watch | None, run: Run) -> None:
         self.stream, self.body, self.release, self.watch = stream, body, release, watch
         self.run = run
 
@@ -244,7 +248,7 @@ class CheckedStream(httpx2.SyncByteStream):
             except httpx2.TransportError as exc:
                 if self.run.stopping:
                     raise RunStopped from exc
-                raise self.body.failed(exc, self.watch.fired) from exc
+                raise self.body.failed(exc, self.watch is not None and self.watch.fired) from exc
             if data is None:
                 break
             yield from self.body.feed(data)
@@ -254,7 +258,8 @@ class CheckedStream(httpx2.SyncByteStream):
         try:
             self.stream.close()
         finally:
-            self.watch.end()
+            if self.watch is not None:
+                self.watch.end()
             self.release()
 
 
@@ -267,7 +272,7 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = aiter(self.stream)
-        deadline = self.body.request.extensions[DEADLINE]
+        deadline = self.body.request.extensions.get(DEADLINE)  # None: no deadline
         while True:
             try:  # the timeout around each read, never across a yield
                 async with asyncio.timeout_at(deadline):
