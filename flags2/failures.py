@@ -76,7 +76,11 @@ def code_on_failure(cc: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     the supervisor lists them (as_completed would start them in a set's
     order); flags2_compare.py's ideal time assumes that order.
     """
-    return asyncio.create_task(naming_failures(cc, coro), name=cc)
+    task = asyncio.create_task(naming_failures(cc, coro), name=cc)
+    # Cancelled before it started (Ctrl-C at once), the task never awaits
+    # ``coro``: close it, or Python warns that it was never awaited.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def naming_failures(cc: str, coro: Coroutine[Any, Any, T]) -> T:

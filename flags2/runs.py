@@ -87,18 +87,17 @@ class Run:
 
     ``label`` and ``base_url`` name the server (a label with a bundled mode
     gets the bundled server when nothing answers at its port); ``dest`` and
-    ``timeout`` are what ``save_flag`` and the clients use. ``command_line``:
-    signals are caught (main thread only), and once the run is over they are
-    ignored to the exit, so one during the report changes nothing; otherwise
-    (main called in-process, as the tests do) the previous handlers come back.
+    ``timeout`` are what ``save_flag`` and the clients use. Signals are caught
+    in the main thread. ``command_line``: once the run is over they are ignored
+    to the exit, so one during the exit changes nothing; otherwise (main
+    called in-process, as the tests do) the previous handlers come back.
     """
 
     def __init__(self, dest: Path, timeout: float, *, label: str = '', base_url: str = '',
-                 command_line: bool = False, catch_signals: bool = True) -> None:
+                 command_line: bool = False) -> None:
         self.dest, self.timeout = dest, timeout
         self.label, self.base_url = label, base_url
         self.command_line = command_line
-        self.catch_signals = catch_signals and in_main_thread()
         self.signum: signal.Signals | None = None  # the first SIGINT or SIGTERM
         self.advice = ''  # what to do about a resource that ran out
         self.saved = 0
@@ -116,7 +115,7 @@ class Run:
     def __enter__(self) -> Run:
         self.token = CURRENT.set(self)
         self.file_mode = new_file_mode()  # before any thread of the run starts
-        if self.catch_signals:
+        if in_main_thread():  # where Python lets a handler be set
             for signum in STOP_SIGNALS:
                 self.previous_handlers[signum] = signal.signal(signum, self.on_signal)
         try:
@@ -162,10 +161,8 @@ class Run:
         record. A thread that could not start (the threadpool's submit) stops
         the run with advice.
         """
-        if self.stopping:
-            return
         try:
-            yield
+            yield  # a run stopped while starting: the first request ends download_many
         except (KeyboardInterrupt, asyncio.CancelledError):
             if not self.stopping:
                 raise
@@ -194,10 +191,10 @@ class Run:
         if self.stopping:
             return
         self.signum, self.advice = signum, advice
-        if self.waiting and in_main_thread():
-            raise RunStopped
         for callback in list(self.stop_callbacks):
             callback()
+        if self.waiting and in_main_thread():
+            raise RunStopped
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the run stops (now, if it has)."""

@@ -3,12 +3,16 @@ and leaves nothing half-done behind."""
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +26,11 @@ from conftest import (
     server_processes,
     start,
 )
+from flags2_compare import variant_script
 from flags_server import Workload
 
 from flags2.codes import country_codes
+from flags2.runs import Run
 from flags2.servers import FlagsServer, port_answers
 
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends SIGINT')
@@ -123,3 +129,25 @@ def test_ctrl_c_stops_the_auto_started_server(variant: str, tmp_path: Path) -> N
     assert lines[0].startswith('Started the bundled flags server for DELAY')
     assert not port_answers('127.0.0.1', port)
     assert server_processes(port) == []
+
+
+@pytest.mark.parametrize('variant', EVERY_VARIANT)
+def test_a_run_stopped_before_its_downloads_start_fetches_nothing_and_warns_nothing(
+        variant: str, local_server: FlagsServer, tmp_path: Path) -> None:
+    """Ctrl-C while the bundled server starts: download_many still runs, and
+    ends at once. (A download task cancelled before its first step used to
+    leave its coroutine never awaited: a RuntimeWarning on stderr.)"""
+    module = importlib.import_module(variant_script(variant).stem)
+    local_server.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        counter: Counter[str] = Counter()
+        with Run(tmp_path, 5.0, base_url=local_server.url) as run:
+            run.stop(signal.SIGINT)
+            with run.downloading():  # as main calls it
+                counter = module.download_many(CODES, local_server.url, False, 5)
+        gc.collect()  # the warning comes when the coroutine is collected
+    assert counter == Counter()
+    assert run.saved == 0 and list(tmp_path.iterdir()) == []
+    assert local_server.stats()['requests'] == {}
+    assert [str(w.message) for w in caught] == []
