@@ -57,7 +57,8 @@ from flags2.runs import Run, RunStopped, current_run
 
 SHARD_SIZE = 4
 # A GIF gains nothing from compression; asking for none keeps a server from
-# sending a body whose inflated size only decoding would tell (see failures.py).
+# sending a compressed body; one that does anyway is inflated here, a step at
+# a time, within the cap (Body).
 HEADERS = {'Accept-Encoding': 'identity'}
 # The request extension holding when a request must end: redirects share
 # their first request's extensions, so every hop of a flag has one deadline.

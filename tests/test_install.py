@@ -113,7 +113,21 @@ def test_installed_asyncio_starts_and_stops_the_bundled_server(
     assert server_processes(port) == []
 
 
-@pytest.mark.parametrize('command', ['flags-server', 'flags2-compare'])
+def test_installed_flags3_names_flags_after_the_installed_servers_countries(
+        venv_bin: Path, user_env: dict[str, str], elsewhere: Path) -> None:
+    """flags3-asyncio asks the auto-started server for metadata.json, whose
+    names come from the package data (flags2/countries.txt)."""
+    port = free_port()
+    env = {**user_env, 'FLAGS2_LOCAL_URL': f'http://127.0.0.1:{port}/flags'}
+    result = run([venv_bin / 'flags3-asyncio', 'CI', 'KP', 'BR'], cwd=elsewhere, env=env)
+    assert '3 flags downloaded.' in result.stdout.splitlines()
+    names = sorted(p.name for p in (elsewhere / 'downloaded').iterdir())
+    assert names == ['Brazil.gif', "Côte_d'Ivoire.gif", 'Korea,_North.gif']
+    assert server_processes(port) == []
+
+
+@pytest.mark.parametrize('command', ['flags-server', 'flags2-compare',
+                                     'flags2-asyncio-executor', 'flags2-sequential'])
 def test_installed_tools_answer_help(command: str, venv_bin: Path, user_env: dict[str, str],
                                      elsewhere: Path) -> None:
     result = run([venv_bin / command, '--help'], cwd=elsewhere, env=user_env, timeout=60)
