@@ -1,6 +1,7 @@
 """Download flags with coroutines, saving each one through the event loop's
 executor: ``loop.run_in_executor`` where flags2_asyncio.py has
-``asyncio.to_thread``.
+``asyncio.to_thread``. Unlike the book's listing, it awaits the save, so a save
+that fails is reported (docs/companion.md shows both runs).
 
 Sample run::
 

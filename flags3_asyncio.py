@@ -12,7 +12,7 @@ than ``concur_req`` requests at once. Sample run::
     --------------------
     194 flags downloaded.
     Peak requests in flight at the server: 10.
-    Elapsed time: 19.43s
+    Elapsed time: 20.39s
 """
 
 import asyncio

@@ -1,14 +1,15 @@
 """The console samples of the docs, run as written and compared with what they show.
 
-Used by test_companion.py (docs/companion.md) and test_samples.py (README.md and the
-scripts' docstrings). What a sample is, and how it is compared:
+Used by test_companion.py (docs/companion.md) and test_samples.py (README.md,
+docs/when-things-go-wrong.md and the scripts' docstrings). What a sample is, and how it
+is compared:
 
-- A sample is a command line ``$ python flags2_X.py …`` (or ``$ .venv/bin/python …``)
+- A sample is a command line ``$ python SCRIPT …`` (or ``$ .venv/bin/python …``),
   followed by the lines it prints, up to the next command or the end of its block. A
   line ``[exit status N]`` gives the exit status (0 when absent). Samples sit in fenced
   blocks whose info string is empty or ``console``; a block marked ``text`` is shown but
-  not run (the Ctrl-C runs: their counts depend on when the key is pressed), and the
-  text around it says so.
+  not run (a Ctrl-C run, a run that needs a folder or a server set up by hand, a table
+  of timings), and the text around it says so.
 - Each command runs exactly as written (``python`` is this interpreter), in a fresh
   temporary folder, with COLUMNS=80, alone against a server of its own: every label it
   names with ``-s`` is moved (FLAGS2_LOCAL_URL, FLAGS2_DELAY_URL, FLAGS2_ERROR_URL) to a

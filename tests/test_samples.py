@@ -1,7 +1,8 @@
-"""README.md's console samples and the scripts' docstring samples stay true.
+"""The console samples of README.md, docs/when-things-go-wrong.md and the scripts'
+docstrings stay true.
 
 Each command is run as written and its output compared with the sample, line by line,
-under the rules of tests/samples.py; README's usage sample is argparse's output at 80
+under the rules of tests/samples.py; the usage sample is argparse's output at 80
 columns. The guide's samples are checked the same way by test_companion.py.
 """
 
@@ -17,23 +18,29 @@ from conftest import ROOT, run_variant
 from flags2.servers import running_server
 
 README = ROOT / 'README.md'
-DOCSTRING_FILES = ('flags2_sequential.py', 'flags2_threadpool.py', 'flags2_asyncio.py')
+TROUBLE = ROOT / 'docs' / 'when-things-go-wrong.md'
+VARIANT_FILES = ('flags2_sequential.py', 'flags2_threadpool.py', 'flags2_asyncio.py',
+                 'flags2_asyncio_executor.py', 'flags3_asyncio.py')
+DOCSTRING_FILES = VARIANT_FILES
 # flags2_compare.py's output is a table of timings, checked by tests/test_compare.py.
 NOT_VARIANTS = ('flags2_compare.py',)
 
 README_SAMPLES = [s for s in samples.markdown_samples(README) if s.script not in NOT_VARIANTS]
+TROUBLE_SAMPLES = samples.markdown_samples(TROUBLE)
 DOC_SAMPLES = [s for name in DOCSTRING_FILES for s in samples.docstring_samples(ROOT / name)]
-ALL = README_SAMPLES + DOC_SAMPLES
+ALL = README_SAMPLES + TROUBLE_SAMPLES + DOC_SAMPLES
 
 
 def test_every_sample_is_found() -> None:
-    """README shows the quick start, the three variants, the error table and a usage
-    error; each variant's docstring shows one run."""
-    assert len(README_SAMPLES) >= 6
+    """README shows one run of each variant; when-things-go-wrong.md shows the runs that
+    need no server set up by hand (an error summary, no server, a usage error); each
+    variant's docstring shows one run."""
+    assert sorted({s.script for s in README_SAMPLES}) == sorted(VARIANT_FILES)
+    assert len(TROUBLE_SAMPLES) >= 3
     assert sorted(s.where.split(':')[0] for s in DOC_SAMPLES) == sorted(DOCSTRING_FILES)
     for sample in ALL:
         assert sample.argv[0] in ('python', '.venv/bin/python'), sample
-        assert sample.script.startswith('flags2_'), sample
+        assert sample.script in VARIANT_FILES, sample
 
 
 @pytest.fixture(scope='module')
