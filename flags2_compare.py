@@ -21,7 +21,9 @@ import argparse
 import contextlib
 import heapq
 import importlib
+import io
 import itertools
+import os
 import re
 import statistics
 import subprocess
@@ -52,6 +54,7 @@ from flags2.options import (
     check_dest,
     positive_float,
     positive_int,
+    printable_url,
     resolve_server,
 )
 from flags2.runs import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -229,6 +232,30 @@ class Plan:
     want_log: bool
     delays: dict[str, float] | None
 
+    @property
+    def shown_url(self) -> str:
+        """The base URL as every message and file shows it: its password masked."""
+        return printable_url(self.base_url)
+
+    def masked(self, text: str) -> str:
+        """``text`` (a child's output) with the URL's password masked wherever it appears."""
+        return mask_password(text, self.base_url)
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the ``user:password@`` of ``url`` shown as ``printable_url`` shows it."""
+    userinfo = userinfo_of(url)
+    if userinfo is None:
+        return text
+    return text.replace(userinfo, userinfo_of(printable_url(url)) or '')
+
+
+def userinfo_of(url: str) -> str | None:
+    """The ``user:password@`` of a URL, None when it has no password."""
+    authority = url.partition('://')[2].partition('/')[0]
+    userinfo, at, _ = authority.rpartition('@')
+    return f'{userinfo}{at}' if ':' in userinfo else None
+
 
 def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -> RunResult:
     concur_req = variant.concurrency(requested, len(plan.cc_list))
@@ -237,8 +264,10 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
     if requested is not None and variant.concurrent:
         cmd += ['-m', str(requested)]
     server_stats(plan.base_url, reset=True)  # the script resets again just before it starts
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    try:  # the child writes UTF-8 to us, whatever our terminal takes
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                              encoding='utf-8', errors='replace',
+                              env={**os.environ, 'PYTHONIOENCODING': 'utf-8'},
                               timeout=plan.time_limit)
     except subprocess.TimeoutExpired:
         return RunResult(variant.name, concur_req, requested, repeat, None,
@@ -247,10 +276,11 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
     if plan.verbose:
         n = len(plan.cc_list)
         shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
-        tqdm.tqdm.write(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}')
+        shown[shown.index('-s') + 1] = plan.shown_url
+        tqdm.tqdm.write(plan.masked(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}'))
     parse_report(run, proc.stdout)
     if run.elapsed is None:
-        lines = proc.stderr.strip().splitlines()
+        lines = plan.masked(proc.stderr).strip().splitlines()
         run.problem = f'no report (exit {proc.returncode})' + (f': {lines[-1]}' if lines else '')
         return run
     stats = server_stats(plan.base_url)
@@ -474,7 +504,19 @@ def destination(dest: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def replace_unencodable(*streams: object) -> None:
+    """Let ``streams`` show what their encoding cannot as '?', rather than raise.
+
+    On an ASCII terminal the table's dashes and the bars' blocks raised
+    UnicodeEncodeError after every run had been made, and lost the report.
+    """
+    for stream in streams:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors='replace')
+
+
 def main(argv: list[str] | None = None) -> int:
+    replace_unencodable(sys.stdout, sys.stderr)
     options = parse_options(build_compare_parser(), argv)
     args = options.args
     if args.plot or args.timeline:
@@ -490,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'Started the bundled flags server for {options.label} on port '
                       f'{started.port}; it stops when this comparison ends.')
             if not server_answers(options.base_url):
-                print(f'*** No server answers at {options.base_url}. Start the bundled one '
+                print(f'*** No server answers at {printable_url(options.base_url)}. '
+                      'Start the bundled one '
                       'with: python flags_server.py', file=sys.stderr)
                 return EXIT_ERRORS
             workload, delays = server_delays(options.base_url)
@@ -514,8 +557,8 @@ def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat:
     codes = plan.cc_list
     where = ', '.join(codes) if len(codes) <= 10 else f'from {codes[0]} to {codes[-1]}'
     names = ', '.join(variant.name for variant in options.variants)
-    print(f'{plan.label} site: {plan.base_url}' if plan.label != plan.base_url
-          else f'Site: {plan.base_url}')
+    print(f'{plan.label} site: {plan.shown_url}' if plan.label in SERVERS
+          else f'Site: {plan.shown_url}')
     print(f'Comparing {names} on {plural(len(codes), "flag")} ({where}): '
           f'{plural(len(options.jobs) * repeat, "run")}, each in a fresh process.')
     if workload is None:
@@ -545,7 +588,7 @@ def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
     if plan is None or args is None:
         return
     if args.json is not None:
-        server = {'label': plan.label, 'url': plan.base_url, 'workload': workload}
+        server = {'label': plan.label, 'url': plan.shown_url, 'workload': workload}
         write_json(args.json, server, plan.cc_list, args.repeat, results)
         print(f'Wrote every run to {args.json}')
     if args.csv is not None:
@@ -558,7 +601,7 @@ def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
         if plot_timeline(args.timeline, rows, describe(plan, workload)):
             print(f'Wrote the timeline to {args.timeline}')
         else:
-            print(f'*** No timeline: the server at {plan.base_url} keeps no request log '
+            print(f'*** No timeline: the server at {plan.shown_url} keeps no request log '
                   '(only the bundled flags_server.py does)', file=sys.stderr)
 
 

@@ -296,3 +296,55 @@ def test_starts_the_bundled_server_like_the_scripts(tmp_path: Path) -> None:
     assert row_line(result.lines, 'asyncio ').split()[1:3] == ['2', '2']
     assert not port_answers('127.0.0.1', port)
     assert not (tmp_path / 'downloaded').exists()  # flags went to a temporary folder
+
+
+# ------------------------------------------------- hostile round 3 (issue 15)
+
+def fake_report(record: Path, elapsed: float = 0.1) -> str:
+    """A one-line variant script: saves its argv in ``record``, prints a report."""
+    return (f'import json, sys; open({str(record)!r}, "w").write(json.dumps(sys.argv)); '
+            f'print("2 flags downloaded."); print("Elapsed time: {elapsed:.2f}s")')
+
+
+def test_a_password_in_the_url_is_masked_wherever_compare_shows_or_saves_it(
+        delay_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = delay_server.url.replace('http://', 'http://user:secret@')
+    shown = delay_server.url.replace('http://', 'http://user:***@')
+    argv_file = tmp_path / 'argv.json'
+    variants = broken_variants(tmp_path, sequential=fake_report(argv_file))
+    monkeypatch.setattr(flags2_compare, 'load_variants', lambda: variants)
+    status = flags2_compare.main(['-s', url, '-l', '2', '--repeat', '1', '-v',
+                                  '--variants', 'sequential,asyncio',
+                                  '--json', str(tmp_path / 'runs.json'),
+                                  '--csv', str(tmp_path / 'runs.csv')])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index('-s') + 1] == url  # the child gets the real URL
+    saved = (tmp_path / 'runs.json').read_text() + (tmp_path / 'runs.csv').read_text()
+    for text in (out, err, saved):
+        assert 'secret' not in text
+    assert out.splitlines()[0] == f'Site: {shown}'
+    commands = [line for line in out.splitlines() if line.startswith('$ python ')]
+    assert len(commands) == 2 and all(f' -s {shown} ' in line for line in commands)
+    assert json.loads((tmp_path / 'runs.json').read_text())['server']['url'] == shown
+
+    nobody = f'http://user:secret@127.0.0.1:{free_port()}/flags'
+    assert flags2_compare.main(['-s', nobody, '-l', '2']) == 1
+    out, err = capsys.readouterr()
+    assert 'secret' not in out + err
+    assert f"No server answers at {nobody.replace('secret', '***')}." in err
+
+
+def test_an_ascii_terminal_gets_the_whole_report(delay_server: FlagsServer,
+                                                 tmp_path: Path) -> None:
+    result = compare('-s', delay_server.url, '-l', '2', '--repeat', '1',
+                     '--variants', 'sequential', cwd=tmp_path,
+                     env={'PYTHONIOENCODING': 'ascii', 'LC_ALL': 'C'})
+    assert result.returncode == 0, result.stderr
+    assert 'Traceback' not in result.stderr
+    # the dashes and blocks the terminal cannot show are replaced, nothing is lost
+    assert row_line(result.lines, 'variant').split()[6] == '(min?max)'
+    assert row_line(result.lines, 'sequential ').split()[-1] == '0'
+    assert result.lines[-1].startswith('sequential  ?')
