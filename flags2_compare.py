@@ -23,6 +23,8 @@ import heapq
 import importlib
 import io
 import itertools
+import json
+import math
 import os
 import re
 import statistics
@@ -30,10 +32,10 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import tqdm
@@ -46,7 +48,13 @@ from flags2_common import (
     plural,
 )
 
-from flags2.charts import check_matplotlib, plot_sweep, plot_timeline
+from flags2.charts import (
+    chart_format_problem,
+    check_matplotlib,
+    plot_sweep,
+    plot_timeline,
+    timeline_rows,
+)
 from flags2.codes import country_codes
 from flags2.options import (
     ArgumentParser,
@@ -153,14 +161,151 @@ def variant_ideal(delays: dict[str, float], cc_list: list[str], variant: Variant
 
 
 # ------------------------------------------------------------- the server
+#
+# What compare reads from a bundled server on loopback (flags_server.py
+# documents the pages): /workload for the ideal times, /stats for the peak
+# and the progress, /stats/requests for the timeline. Each answer is checked,
+# field by field, before the runs start: a server that answers a page in
+# another shape is refused, one line a problem, rather than failing after
+# every run has been made. A server that does not answer a page in JSON
+# at all (any server but the bundled one) simply has no such page.
 
-def server_delays(base_url: str) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
-    """The workload of a bundled server, and its delay per code when it has any."""
-    info = server_json(base_url, '/workload', timeout=5)
-    if info is None or not isinstance(info.get('delays'), dict):
-        return None, None
-    delays = {str(cc): float(d) for cc, d in info.pop('delays').items()}
-    return info, (delays if any(delays.values()) else None)
+@dataclass(frozen=True)
+class ServerWorkload:
+    """The bundled server's GET /workload: its mode's parameters and every code's delay."""
+
+    mode: str
+    seed: str
+    delay_min: float
+    delay_max: float
+    error_rate: float
+    fault: str | None
+    delays: dict[str, float]
+
+    def record(self) -> dict[str, Any]:
+        """As --json saves it: the parameters, without the 676 delays."""
+        data = asdict(self)
+        del data['delays']
+        return data
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (true and false are not), finite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def is_count(value: object) -> TypeGuard[int]:
+    """A JSON whole number, 0 or more."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def shown(value: object) -> str:
+    """A JSON value as a problem line shows it."""
+    return repr(value) if isinstance(value, str) else json.dumps(value)
+
+
+def json_kind(value: object) -> str:
+    kinds = ((bool, 'true or false'), (dict, 'an object'), (list, 'a list'),
+             (str, 'a string'), (int | float, 'a number'))
+    return next((name for kind, name in kinds if isinstance(value, kind)), 'null')
+
+
+def field_problems(data: dict[str, Any],
+                   fields: Mapping[str, tuple[Callable[[object], bool], str]]) -> list[str]:
+    """One line for each of ``fields`` missing from ``data`` or not of its kind."""
+    problems = []
+    for name, (fits, kind) in fields.items():
+        if name not in data:
+            problems.append(f'no {name!r}')
+        elif not fits(data[name]):
+            problems.append(f'{name!r} is {shown(data[name])}, not {kind}')
+    return problems
+
+
+WORKLOAD_FIELDS: Mapping[str, tuple[Callable[[object], bool], str]] = {
+    'mode': (lambda value: isinstance(value, str), 'a string'),
+    'seed': (lambda value: isinstance(value, str), 'a string'),
+    'delay_min': (is_number, 'a number'),
+    'delay_max': (is_number, 'a number'),
+    'error_rate': (is_number, 'a number'),
+}
+
+
+def read_workload(data: object) -> tuple[ServerWorkload | None, list[str]]:
+    """The workload a /workload answer publishes, or the problems with it."""
+    if not isinstance(data, dict):
+        return None, [f'not a JSON object but {json_kind(data)}']
+    problems = field_problems(data, WORKLOAD_FIELDS)
+    delays = data.get('delays')
+    if 'delays' not in data:
+        problems.append("no 'delays'")
+    elif not isinstance(delays, dict):
+        problems.append(f"'delays' is {json_kind(delays)}, not an object")
+    else:
+        bad = [(cc, d) for cc, d in delays.items() if not (is_number(d) and d >= 0)]
+        if bad:
+            cc, d = bad[0]
+            are = 'value that is' if len(bad) == 1 else 'values that are'
+            problems.append(f"'delays' has {len(bad)} {are} not a number of seconds "
+                            f'(first: {cc!r}: {shown(d)})')
+    fault = data.get('fault')
+    if problems or not isinstance(delays, dict):
+        return None, problems
+    return ServerWorkload(data['mode'], data['seed'], float(data['delay_min']),
+                          float(data['delay_max']), float(data['error_rate']),
+                          fault if isinstance(fault, str) else None,
+                          {str(cc): float(d) for cc, d in delays.items()}), []
+
+
+def stats_problems(data: object) -> list[str]:
+    """What is wrong with a /stats answer, for what compare reads of it."""
+    if not isinstance(data, dict):
+        return [f'not a JSON object but {json_kind(data)}']
+    problems = field_problems(data, {
+        'peak_in_flight': (is_count, 'a whole number'),
+        'requests': (lambda value: isinstance(value, dict)
+                     and all(is_count(n) for n in value.values()),
+                     'an object of whole numbers'),
+    })
+    return problems
+
+
+def request_log(data: object) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """The requests of a /stats/requests answer, or the problem with it (one line)."""
+    if not isinstance(data, dict):
+        return None, [f'not a JSON object but {json_kind(data)}']
+    requests = data.get('requests')
+    if not isinstance(requests, list):
+        return None, ["no 'requests'" if 'requests' not in data
+                      else f"'requests' is {json_kind(requests)}, not a list"]
+    fields = {'start': (is_number, 'a number'), 'end': (is_number, 'a number'),
+              'status': (is_count, 'a whole number')}
+    for i, request in enumerate(requests, 1):
+        if not isinstance(request, dict):
+            return None, [f'request {i} is {json_kind(request)}, not an object']
+        if problems := field_problems(request, fields):
+            return None, [f'request {i} has {problems[0]}' if problems[0].startswith('no ')
+                          else f'request {i}: {problems[0]}']
+    return requests, []
+
+
+def read_server(base_url: str, want_log: bool) -> tuple[ServerWorkload | None, list[str]]:
+    """The server's workload, if it publishes one, and every problem with what
+    compare reads from it: each line names the page."""
+    problems = []
+    workload = None
+    data = server_json(base_url, '/workload', timeout=5)
+    if data is not None:
+        workload, wrong = read_workload(data)
+        problems += [f'/workload: {problem}' for problem in wrong]
+    data = server_json(base_url, '/stats', timeout=5)
+    if data is not None:
+        problems += [f'/stats: {problem}' for problem in stats_problems(data)]
+    data = server_json(base_url, '/stats/requests', timeout=5) if want_log else None
+    if data is not None:
+        problems += [f'/stats/requests: {problem}' for problem in request_log(data)[1]]
+    return workload, problems
 
 
 def server_answers(base_url: str) -> bool:
@@ -284,17 +429,15 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
         run.problem = f'no report (exit {proc.returncode})' + (f': {lines[-1]}' if lines else '')
         return run
     stats = server_stats(plan.base_url)
-    peak = stats and stats.get('peak_in_flight')
-    if isinstance(peak, int):
+    peak = stats.get('peak_in_flight') if stats else None
+    if is_count(peak):
         run.peak_in_flight = peak
     if plan.delays is not None:
         run.ideal = variant_ideal(plan.delays, plan.cc_list, variant, concur_req)
         if run.elapsed > 0:
             run.efficiency = run.ideal / run.elapsed
     if plan.want_log:
-        log = server_json(plan.base_url, '/stats/requests', timeout=5)
-        if log is not None and isinstance(log.get('requests'), list):
-            run.requests = log['requests']
+        run.requests = request_log(server_json(plan.base_url, '/stats/requests', timeout=5))[0]
     return run
 
 
@@ -368,13 +511,13 @@ def group_rows(results: list[RunResult]) -> list[Row]:
 
 # ------------------------------------------------------- for the charts
 
-def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
+def describe(plan: Plan, workload: ServerWorkload | None) -> str:
     """The charts' subtitle: what was fetched from which server."""
     text = f'{plural(len(plan.cc_list), "flag")}, {plan.label} server'
     if workload and plan.delays:
-        text += f' (delays {workload["delay_min"]:g}–{workload["delay_max"]:g} s'
-        if workload.get('mode') == 'error':
-            text += f', {workload["error_rate"]:.0%} errors'
+        text += f' (delays {workload.delay_min:g}–{workload.delay_max:g} s'
+        if workload.mode == 'error':
+            text += f', {workload.error_rate:.0%} errors'
         text += ')'
     return text
 
@@ -396,8 +539,12 @@ def build_compare_parser() -> ArgumentParser:
     parser.description = ('Run the sequential, threadpool and asyncio flag downloaders '
                           'on the same codes against the same server and compare them.')
     parser.epilog = ('Exit status: 0 when at least one run was measured (even if its '
-                     'downloads failed), 1 when none was, 2 for a usage error, 130 when '
-                     'interrupted.')
+                     'downloads failed) and every file asked for was written; 1 when none '
+                     'was, when the server cannot be compared (nothing answers, or it '
+                     'answers /workload, /stats or /stats/requests unlike the bundled '
+                     'server), or a file could not be written after the runs; 2 for a '
+                     'usage error, which includes an output file that cannot be written '
+                     '(all checked before any run); 130 when interrupted.')
     parser.set_defaults(max_req=None, dest=None)
     for action in parser._actions:
         if action.dest == 'max_req':
@@ -456,13 +603,69 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
+class UsageErrors(UsageError):
+    """Several problems with the command line, each one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+
 def parse_options(parser: ArgumentParser, argv: list[str] | None) -> Options:
-    """Parse and check ``argv``; every problem ends in ``parser.error``: one line, exit 2."""
+    """Parse and check ``argv``; every problem ends in ``parser.error``: one line
+    a problem, then the usage, exit 2."""
     args = parser.parse_args(argv)
     try:
         return check_options(args)
+    except UsageErrors as exc:
+        for problem in exc.problems[:-1]:
+            print(f'*** Usage error: {problem}', file=sys.stderr)
+        parser.error(exc.problems[-1])
     except UsageError as exc:
         parser.error(str(exc))
+
+
+OUTPUTS = ('json', 'csv', 'plot', 'timeline')
+CHARTS = ('plot', 'timeline')
+
+
+def output_problems(args: argparse.Namespace) -> list[str]:
+    """Every reason a file asked for could not be written: checked before the runs."""
+    problems = []
+    writers: dict[Path, str] = {}
+    for option in OUTPUTS:
+        path: Path | None = getattr(args, option)
+        if path is None:
+            continue
+        problem = unwritable(path)
+        if problem is None and option in CHARTS:
+            problem = chart_format_problem(path)
+        if problem is None and (other := writers.setdefault(path.resolve(), option)) != option:
+            problem = f'--{other} writes {str(path)!r} too'
+        if problem is not None:
+            problems.append(f'--{option}: {problem}')
+    return problems
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written; None when it can. Leaves no file behind,
+    and an existing one as it was."""
+    folder = path.parent
+    try:
+        if path.is_dir():
+            return f'{str(path)!r} is a folder; give a file name'
+        if not folder.is_dir():
+            return (f'{str(folder)!r} is a file, not a folder' if folder.exists()
+                    else f'folder {str(folder)!r} does not exist')
+        existed = path.exists()
+        # No O_TRUNC: an existing file keeps its contents; O_NONBLOCK: a FIFO never waits.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                         | getattr(os, 'O_NONBLOCK', 0)))
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        return f'cannot write {str(path)!r}: {exc.strerror or exc}'
+    return None
 
 
 def check_options(args: argparse.Namespace) -> Options:
@@ -486,12 +689,14 @@ def check_options(args: argparse.Namespace) -> Options:
             jobs.append((variant, None))
         else:
             jobs.extend((variant, level) for level in levels)
-    for option in ('plot', 'timeline', 'json', 'csv'):
-        path = getattr(args, option)
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f'--{option}: folder {str(path.parent)!r} does not exist')
+    problems = output_problems(args)
     if args.dest is not None:
-        check_dest(args.dest)
+        try:
+            check_dest(args.dest)
+        except UsageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UsageErrors(problems)
     return Options(label, base_url, cc_list, variants, jobs, args)
 
 
@@ -536,7 +741,14 @@ def main(argv: list[str] | None = None) -> int:
                       'Start the bundled one '
                       'with: python flags_server.py', file=sys.stderr)
                 return EXIT_ERRORS
-            workload, delays = server_delays(options.base_url)
+            workload, problems = read_server(options.base_url, args.timeline is not None)
+            for problem in problems:
+                page, _, what = problem.partition(': ')
+                print(f'*** The server at {printable_url(options.base_url)} answers {page} '
+                      f'unlike the bundled server: {what}', file=sys.stderr)
+            if problems:
+                return EXIT_ERRORS
+            delays = workload.delays if workload and any(workload.delays.values()) else None
             plan = Plan(options.label, options.base_url, options.cc_list, dest,
                         args.timeout, args.time_limit, args.verbose,
                         args.timeline is not None, delays)
@@ -549,11 +761,12 @@ def main(argv: list[str] | None = None) -> int:
         print('\n*** Interrupted; the runs so far:', file=sys.stderr)
         report(group_rows(results), plan=None, workload=None, args=None, results=results)
         return EXIT_INTERRUPTED
-    report(group_rows(results), plan, workload, args, results)
-    return EXIT_OK if any(run.elapsed is not None for run in results) else EXIT_ERRORS
+    written = report(group_rows(results), plan, workload, args, results)
+    measured = any(run.elapsed is not None for run in results)
+    return EXIT_OK if measured and written else EXIT_ERRORS
 
 
-def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat: int) -> None:
+def intro(plan: Plan, options: Options, workload: ServerWorkload | None, repeat: int) -> None:
     codes = plan.cc_list
     where = ', '.join(codes) if len(codes) <= 10 else f'from {codes[0]} to {codes[-1]}'
     names = ', '.join(variant.name for variant in options.variants)
@@ -564,15 +777,18 @@ def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat:
     if workload is None:
         print('The server publishes no delays: no ideal times.')
     elif plan.delays is None:
-        print(f'The bundled server in {workload["mode"]} mode adds no delays: '
+        print(f'The bundled server in {workload.mode} mode adds no delays: '
               'no ideal times.')
     else:
-        print(f'The server is the bundled one in {workload["mode"]} mode (seed '
-              f'{workload["seed"]!r}): ideal times come from its per-code delays.')
+        print(f'The server is the bundled one in {workload.mode} mode (seed '
+              f'{workload.seed!r}): ideal times come from its per-code delays.')
 
 
-def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
-           args: argparse.Namespace | None, results: list[RunResult]) -> None:
+def report(rows: list[Row], plan: Plan | None, workload: ServerWorkload | None,
+           args: argparse.Namespace | None, results: list[RunResult]) -> bool:
+    """Print the table and the bars, then write the files asked for: False
+    when one could not be written (each says why in a line; the others are
+    written all the same)."""
     print()
     for line in table(rows):
         print(line)
@@ -586,23 +802,37 @@ def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
         for line in bars:
             print(line)
     if plan is None or args is None:
-        return
+        return True
+    written = True
+
+    def write(path: Path, what: str, writer: Callable[[], object]) -> None:
+        nonlocal written
+        try:
+            writer()
+        except OSError as exc:
+            written = False
+            print(f'*** Could not write {str(path)!r}: {exc.strerror or exc}', file=sys.stderr)
+        else:
+            print(f'Wrote {what} to {path}')
+
     if args.json is not None:
-        server = {'label': plan.label, 'url': plan.shown_url, 'workload': workload}
-        write_json(args.json, server, plan.cc_list, args.repeat, results)
-        print(f'Wrote every run to {args.json}')
+        server = {'label': plan.label, 'url': plan.shown_url,
+                  'workload': workload and workload.record()}
+        write(args.json, 'every run', lambda: write_json(args.json, server, plan.cc_list,
+                                                         args.repeat, results))
     if args.csv is not None:
-        write_csv(args.csv, results)
-        print(f'Wrote every run to {args.csv}')
+        write(args.csv, 'every run', lambda: write_csv(args.csv, results))
     if args.plot is not None:
-        plot_sweep(args.plot, rows, describe(plan, workload), ideal_line(plan))
-        print(f'Wrote the chart to {args.plot}')
+        write(args.plot, 'the chart', lambda: plot_sweep(args.plot, rows, describe(plan, workload),
+                                                         ideal_line(plan)))
     if args.timeline is not None:
-        if plot_timeline(args.timeline, rows, describe(plan, workload)):
-            print(f'Wrote the timeline to {args.timeline}')
+        if timeline_rows(rows):
+            write(args.timeline, 'the timeline',
+                  lambda: plot_timeline(args.timeline, rows, describe(plan, workload)))
         else:
             print(f'*** No timeline: the server at {plan.shown_url} keeps no request log '
                   '(only the bundled flags_server.py does)', file=sys.stderr)
+    return written
 
 
 def cli() -> None:
