@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,7 @@ DEFAULT_VARIANTS = VARIANT_NAMES[:3]  # the flags2 trio, which fetch the same th
 SCRIPTS = {'flags3': 'flags3_asyncio.py'}  # the others are flags2_{name}.py
 DEFAULT_REPEAT = 3
 DEFAULT_TIME_LIMIT = 600.0
+PROGRESS_INTERVAL = 0.5  # seconds between two looks at a run in progress
 
 
 @dataclass(frozen=True)
@@ -402,19 +404,65 @@ def userinfo_of(url: str) -> str | None:
     return f'{userinfo}{at}' if ':' in userinfo else None
 
 
-def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -> RunResult:
+@dataclass
+class Finished:
+    """What a child left: its exit status (None: killed at the time limit) and output."""
+
+    returncode: int | None
+    stdout: str = ''
+    stderr: str = ''
+
+
+def run_child(cmd: list[str], time_limit: float, progress: Callable[[float], None]) -> Finished:
+    """Run ``cmd`` to its end, or kill it at ``time_limit``; every PROGRESS_INTERVAL
+    while it works, ``progress(seconds so far)``."""
+    start = time.monotonic()
+    # The child writes UTF-8 to us, whatever our terminal takes.
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, encoding='utf-8', errors='replace',
+                          env={**os.environ, 'PYTHONIOENCODING': 'utf-8'}) as proc:
+        try:
+            while True:
+                left = start + time_limit - time.monotonic()
+                try:  # a retry after TimeoutExpired loses no output (subprocess docs)
+                    stdout, stderr = proc.communicate(timeout=max(0.0, min(PROGRESS_INTERVAL,
+                                                                            left)))
+                    return Finished(proc.returncode, stdout, stderr)
+                except subprocess.TimeoutExpired:
+                    if left <= PROGRESS_INTERVAL:
+                        proc.kill()
+                        proc.communicate()
+                        return Finished(None)
+                progress(time.monotonic() - start)
+        except BaseException:  # Ctrl-C: the child goes too, as with subprocess.run
+            proc.kill()
+            raise
+
+
+def progress_text(plan: Plan, variant: Variant, seconds: float) -> str:
+    """How far a run has come: its time, and the requests the server has answered."""
+    text = f'{seconds:.0f} s'
+    stats = server_stats(plan.base_url)
+    answered = stats.get('requests') if stats else None
+    if isinstance(answered, dict) and all(is_count(n) for n in answered.values()):
+        done = sum(answered.values())
+        text += (f', {done}/{len(plan.cc_list)} answered' if variant.requests_per_flag == 1
+                 else f', {done} requests answered')
+    return text
+
+
+def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int,
+             progress: Callable[[str], None] = lambda text: None) -> RunResult:
+    """One run in a fresh process; ``progress`` is told how it goes while it works."""
     concur_req = variant.concurrency(requested, len(plan.cc_list))
     cmd = [sys.executable, str(variant.script), *plan.cc_list, '-s', plan.base_url,
            '-o', str(plan.dest), '--timeout', str(plan.timeout)]
     if requested is not None and variant.concurrent:
         cmd += ['-m', str(requested)]
     server_stats(plan.base_url, reset=True)  # the script resets again just before it starts
-    try:  # the child writes UTF-8 to us, whatever our terminal takes
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              encoding='utf-8', errors='replace',
-                              env={**os.environ, 'PYTHONIOENCODING': 'utf-8'},
-                              timeout=plan.time_limit)
-    except subprocess.TimeoutExpired:
+    proc = run_child(cmd, plan.time_limit,
+                     lambda seconds: progress(progress_text(plan, variant, seconds)))
+    if proc.returncode is None:
         return RunResult(variant.name, concur_req, requested, repeat, None,
                          problem=f'timed out after {plan.time_limit:g} s')
     run = RunResult(variant.name, concur_req, requested, repeat, proc.returncode)
@@ -443,13 +491,18 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -
 
 def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
             results: list[RunResult]) -> None:
-    """Run every job ``repeat`` times, round-robin so slow spells hit them all alike."""
+    """Run every job ``repeat`` times, round-robin so slow spells hit them all alike.
+
+    The bar moves within a run too: its clock, and the run's time and the
+    requests the server has answered (a bundled server), as a postfix.
+    """
     with tqdm.tqdm(total=len(jobs) * repeat, unit='run', file=sys.stderr) as bar:
         for r in range(1, repeat + 1):
             for variant, requested in jobs:
                 m = '' if requested is None or not variant.concurrent else f' -m {requested}'
                 bar.set_description(f'{variant.name}{m} #{r}')
-                results.append(run_once(plan, variant, requested, r))
+                results.append(run_once(plan, variant, requested, r, bar.set_postfix_str))
+                bar.set_postfix_str('', refresh=False)
                 bar.update()
 
 

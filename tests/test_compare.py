@@ -7,6 +7,7 @@ import csv
 import http.server
 import itertools
 import json
+import re
 import statistics
 import sys
 import threading
@@ -507,3 +508,19 @@ def test_pipx_users_are_told_to_inject_matplotlib(
     inject = 'pipx inject --global flags2' if layout == 'global' else 'pipx inject flags2'
     assert capsys.readouterr().err.splitlines() == [
         f'*** charts need matplotlib, which is not installed: {inject} matplotlib']
+
+
+def test_the_progress_moves_within_a_long_run(
+        slow_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(flags2_compare, 'PROGRESS_INTERVAL', 0.2, raising=False)
+    status = flags2_compare.main(['-s', slow_server.url, '-l', '3', '--repeat', '1',
+                                  '--variants', 'sequential', '-o', str(tmp_path)])
+    assert status == 0
+    # The bar, redrawn while the one run (3 codes, a second each) works: its
+    # clock moves, and it counts the codes the server has answered.
+    states = re.split(r'[\r\n]', capsys.readouterr().err)
+    during = [state for state in states if ' 0/1 [' in state]
+    assert any('1/3 answered' in state for state in during), states
+    assert any('2/3 answered' in state for state in during), states
+    assert any(' 0/1 [00:02' in state for state in during), states
