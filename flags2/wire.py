@@ -51,6 +51,7 @@ BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
 MAX_HEAD = 16 * 1024  # request line and headers together
 MAX_BODY = 64 * 1024  # a flag request has no body; a bigger one gets 413
 DISCARD_CHUNK = 64 * 1024
+SEND_CHUNK = 64 * 1024  # a bigger body goes out a chunk at a time, awaiting the client
 LINGER = 2.0  # seconds to drain a refused request before closing, so the client reads why
 LOG_INTERVAL = 1.0  # seconds between two lines about the connection cap
 FD_HEADROOM = 64  # file handles kept for listening sockets, stdio, the log
@@ -322,8 +323,23 @@ def peer(writer: asyncio.StreamWriter) -> str:
 
 async def send(writer: asyncio.StreamWriter, response: Response,
                keep_alive: bool, head_only: bool = False) -> None:
+    """Write a response. A body over SEND_CHUNK goes a chunk at a time, with a
+    turn of the event loop between two: a slow reader holds at most a chunk or
+    two of our memory, never a copy of the whole, and hundreds of clients
+    reading the same big answer take turns with everyone else (``drain``
+    alone returns at once while the socket takes the data, so one answer of
+    1.6 MB went out in one go, and 400 of them kept a flag request waiting)."""
     head = response_head(response, len(response.body), keep_alive)
-    writer.write(head if head_only else head + response.body)
+    body = b'' if head_only else response.body
+    if len(body) <= SEND_CHUNK:
+        writer.write(head + body)
+    else:
+        writer.write(head)
+        view = memoryview(body)
+        for start in range(0, len(view), SEND_CHUNK):
+            await writer.drain()
+            await asyncio.sleep(0)
+            writer.write(view[start:start + SEND_CHUNK])
     await writer.drain()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import socket
 import stat
@@ -259,3 +261,73 @@ def test_running_out_of_file_handles_is_one_log_line_a_second(
     lines = capsys.readouterr().err.splitlines()
     assert lines == ['flags_server: cannot accept connections: Too many open files; '
                      'retrying (failures since the last such line: 1)']
+
+
+# ------------------------------------------------------- one loop for everyone
+
+LOGGED = 20_000  # the most a run's log keeps
+LOG_READERS = 400
+STALL_GOAL = 1.0  # seconds a flag request may wait while the log is being read
+
+
+async def pipelined_heads(port: int, n: int) -> None:
+    """``n`` flag requests on one connection, sent at once: each one is logged."""
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    writer.write(b'HEAD /flags/br/br.gif HTTP/1.1\r\nHost: x\r\n\r\n' * n)
+    for _ in range(n):
+        assert (await reader.readuntil(b'\r\n\r\n')).startswith(b'HTTP/1.1 200 OK')
+    writer.close()
+
+
+async def ask(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    writer.write(f'GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'.encode())
+    return reader, writer
+
+
+async def body_digest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> tuple[bytes, int, str]:
+    """(status line, body length, body sha256) of a whole answer, never held in memory."""
+    status = (await reader.readuntil(b'\r\n\r\n')).partition(b'\r\n')[0]
+    digest, size = hashlib.sha256(), 0
+    while chunk := await reader.read(1024 * 1024):
+        digest.update(chunk)
+        size += len(chunk)
+    writer.close()
+    return status, size, digest.hexdigest()
+
+
+def test_reading_a_long_request_log_never_stalls_the_loop() -> None:
+    """400 clients reading a log of 20,000 requests at once (1.6 MB each) took the
+    one event loop for a minute: a flag request made meanwhile waited 64 s."""
+    with running_server('local', tied=True) as server:
+        async def scenario() -> tuple[float, list[tuple[bytes, int, str]], bytes]:
+            await asyncio.gather(*(pipelined_heads(server.port, LOGGED // 8) for _ in range(8)))
+            readers = [await ask(server.port, '/stats/requests') for _ in range(LOG_READERS)]
+            await asyncio.sleep(0.2)  # the server is on them now
+            start = time.monotonic()
+            async with asyncio.timeout(STALL_GOAL * 2):
+                flag = await body_digest(*await ask(server.port, '/flags/br/br.gif'))
+            waited = time.monotonic() - start
+            assert flag[0] == b'HTTP/1.1 200 OK'
+            answers = await asyncio.gather(*(body_digest(*pair) for pair in readers))
+            reader, writer = await ask(server.port, '/stats/requests')
+            await reader.readuntil(b'\r\n\r\n')
+            log = await reader.read()
+            writer.close()
+            return waited, answers, log
+
+        waited, answers, log = asyncio.run(scenario())
+    assert waited < STALL_GOAL * 2
+    entries = json.loads(log)
+    assert len(entries['requests']) == LOGGED
+    assert entries['dropped'] == 1  # the flag request: the log was full
+    assert entries['requests'][0].keys() == {'start', 'end', 'code', 'status', 'kind'}
+    assert {(r['code'], r['status'], r['kind']) for r in entries['requests']} == {
+        ('BR', 200, 'flag')}
+    # every reader got the whole log, as it was before or after the flag request
+    before = log.replace(b'"dropped": 1}', b'"dropped": 0}')
+    assert {answer[0] for answer in answers} == {b'HTTP/1.1 200 OK'}
+    assert {answer[1] for answer in answers} == {len(log)}
+    assert {answer[2] for answer in answers} <= {hashlib.sha256(log).hexdigest(),
+                                                 hashlib.sha256(before).hexdigest()}
