@@ -68,6 +68,11 @@ FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
 METADATA_PATH = re.compile(r'/flags/([a-z]{2})/metadata\.json')
 REQUEST_KINDS = {'flag': FLAG_PATH, 'metadata': METADATA_PATH}
 OVERSIZE_BYTES = 1024 * 1024 + 64 * 1024  # past the scripts' 1 MiB cap
+ALLOWED_METHODS = ('GET', 'HEAD')
+# RFC 9110 9.3 and RFC 5789: a method known but not allowed here is a 405,
+# which must say what is allowed; any other is a 501 (RFC 9110 9.1).
+KNOWN_METHODS = frozenset({'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS',
+                           'TRACE', 'PATCH'})
 
 # What --fault can inject, with the words --help shows for each. ERROR mode
 # answers 418 unless told otherwise; any mode takes a --fault.
@@ -146,8 +151,12 @@ class FlagApp:
 
     async def respond(self, method: str, target: str) -> Response:
         path = target.partition('?')[0]
-        if method not in ('GET', 'HEAD'):
-            return text_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        if method not in ALLOWED_METHODS:
+            if method not in KNOWN_METHODS:
+                return text_response(HTTPStatus.NOT_IMPLEMENTED)
+            refused = text_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            refused.headers = (('Allow', ', '.join(ALLOWED_METHODS)),)
+            return refused
         if path == '/stats':
             return json_response(self.stats.as_dict())
         if path == '/stats/reset':

@@ -122,7 +122,7 @@ def test_a_big_body_is_never_held_in_memory(server: FlagsServer) -> None:
 
 def test_a_small_body_is_skipped_and_the_connection_serves_on(server: FlagsServer) -> None:
     with connect(server) as sock:
-        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nContent-Length: 5000\r\n\r\n'
+        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n'
                      + b'x' * 5000 + GET_BR)
         assert read_response(sock)[0] == b'HTTP/1.1 405 Method Not Allowed'
         assert read_response(sock)[0] == b'HTTP/1.1 200 OK'
@@ -130,28 +130,33 @@ def test_a_small_body_is_skipped_and_the_connection_serves_on(server: FlagsServe
 
 # ------------------------------------------------------- malformed requests
 
+H = b'Host: x\r\n'  # so that each request is refused for its own fault
+
 MALFORMED = [
-    ('bad length', b'GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n', 400),
-    ('negative length', b'GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n', 400),
-    ('superscript length', b'GET / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n', 400),
-    ('huge length', b'POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n', 413),
-    ('5000-digit length', b'POST / HTTP/1.1\r\nContent-Length: ' + b'9' * 5000 + b'\r\n\r\n',
+    ('bad length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: abc\r\n\r\n', 400),
+    ('negative length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: -5\r\n\r\n', 400),
+    ('superscript length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: \xb2\r\n\r\n', 400),
+    ('huge length', b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 99999999999999999999\r\n\r\n',
      413),
-    ('two lengths', b'POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx',
-     400),
-    ('non-ASCII name', b'GET / HTTP/1.1\r\nX-\xff\xfe: 1\r\n\r\n', 400),
-    ('no colon', b'GET / HTTP/1.1\r\nNoColonHere\r\n\r\n', 400),
-    ('space before colon', b'GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n', 400),
-    ('folded line', b'GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n', 400),
-    ('overlong line', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n\r\n', 431),
-    ('too many headers', b'GET / HTTP/1.1\r\n' + b'X: y\r\n' * 5000 + b'\r\n', 431),
+    ('5000-digit length',
+     b'POST / HTTP/1.1\r\n' + H + b'Content-Length: ' + b'9' * 5000 + b'\r\n\r\n', 413),
+    ('two lengths',
+     b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 1\r\nContent-Length: 5\r\n\r\nx', 400),
+    ('two hosts', b'GET / HTTP/1.1\r\n' + H + H + b'\r\n', 400),
+    ('non-ASCII name', b'GET / HTTP/1.1\r\n' + H + b'X-\xff\xfe: 1\r\n\r\n', 400),
+    ('no colon', b'GET / HTTP/1.1\r\n' + H + b'NoColonHere\r\n\r\n', 400),
+    ('space before colon', b'GET / HTTP/1.1\r\n' + H + b'Content-Length : 5\r\n\r\n', 400),
+    ('folded line', b'GET / HTTP/1.1\r\n' + H + b'X: a\r\n b\r\n\r\n', 400),
+    ('overlong request line', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n' + H + b'\r\n', 414),
+    ('overlong header line', b'GET / HTTP/1.1\r\n' + H + b'X: ' + b'a' * 70_000 + b'\r\n\r\n',
+     431),
+    ('too many headers', b'GET / HTTP/1.1\r\n' + H + b'X: y\r\n' * 5000 + b'\r\n', 431),
     ('bare LF', b'GET / HTTP/1.1\nHost: x\n\n', 400),
-    ('NUL in target', b'GET /\x00 HTTP/1.1\r\n\r\n', 400),
+    ('NUL in target', b'GET /\x00 HTTP/1.1\r\n' + H + b'\r\n', 400),
     ('NUL in value', b'GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n', 400),
-    ('non-ASCII target', b'GET /flags/\xe9 HTTP/1.1\r\n\r\n', 400),
-    ('bad version', b'GET / HTTP/1.\xff\r\n\r\n', 400),
-    ('HTTP/2 preface', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 400),
-    ('chunked body', b'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 501),
+    ('non-ASCII target', b'GET /flags/\xe9 HTTP/1.1\r\n' + H + b'\r\n', 400),
+    ('bad version', b'GET / HTTP/1.\xff\r\n' + H + b'\r\n', 400),
+    ('HTTP/2 preface', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505),
 ]
 
 
