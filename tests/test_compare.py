@@ -524,3 +524,28 @@ def test_the_progress_moves_within_a_long_run(
     assert any('1/3 answered' in state for state in during), states
     assert any('2/3 answered' in state for state in during), states
     assert any(' 0/1 [00:02' in state for state in during), states
+
+
+def test_efficiency_is_ideal_over_the_median_of_three_runs(
+        slow_server: FlagsServer, tmp_path: Path, compare_with: CompareWith) -> None:
+    # Three runs whose times are the ideal x 1, 2 and 6: the median is twice the
+    # ideal (50%), the mean three times (33%). Two runs (mean = median) hide the
+    # difference; the runs are one-line scripts, the ideal from the real server.
+    delays = slow_server.get_json('/workload')['delays']
+    ideal = round(delays['BD'] + delays['BR'], 2)  # sequential: the sum
+    counter = tmp_path / 'runs-so-far'
+    script = (f'import pathlib; p = pathlib.Path({str(counter)!r}); '
+              'n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); '
+              f'print("2 flags downloaded."); '
+              f'print(f"Elapsed time: {{{ideal} * (1, 2, 6)[n]:.2f}}s")')
+    status, lines = compare_with({'sequential': script}, '-s', slow_server.url, '-l', '2',
+                                 '--repeat', '3', '--variants', 'sequential',
+                                 '--json', str(tmp_path / 'runs.json'))
+    assert status == 0
+    runs = json.loads((tmp_path / 'runs.json').read_text())['runs']
+    assert [run['elapsed'] for run in runs] == [round(ideal * k, 2) for k in (1, 2, 6)]
+    cells = row_line(lines, 'sequential ').split()
+    assert cells[5] == f'{ideal * 2:.2f}s'  # the median
+    assert cells[-2] == '50%'  # ideal / median, not ideal / mean (33%)
+    bar = lines[lines.index('Median elapsed time:') + 1]
+    assert bar.split()[-1] == f'{ideal * 2:.2f}s'

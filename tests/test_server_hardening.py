@@ -136,6 +136,11 @@ MALFORMED = [
     ('bad length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: abc\r\n\r\n', 400),
     ('negative length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: -5\r\n\r\n', 400),
     ('superscript length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: \xb2\r\n\r\n', 400),
+    # a number, then what int() would take or what no number has
+    ('length then garbage', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 5x\r\n\r\n', 400),
+    ('length with underscore', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 1_0\r\n\r\n', 400),
+    ('length with a sign', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: +5\r\n\r\n', 400),
+    ('two numbers', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 5 5\r\n\r\n', 400),
     ('huge length', b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 99999999999999999999\r\n\r\n',
      413),
     ('5000-digit length',
