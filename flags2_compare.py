@@ -286,27 +286,29 @@ def request_log(data: object) -> tuple[list[dict[str, Any]] | None, list[str]]:
     for i, request in enumerate(requests, 1):
         if not isinstance(request, dict):
             return None, [f'request {i} is {json_kind(request)}, not an object']
+        if missing := [name for name in fields if name not in request]:
+            return None, [f'request {i} has no {missing[0]!r}']
         if problems := field_problems(request, fields):
-            return None, [f'request {i} has {problems[0]}' if problems[0].startswith('no ')
-                          else f'request {i}: {problems[0]}']
+            return None, [f'request {i}: {problems[0]}']
     return requests, []
 
 
-def read_server(base_url: str, want_log: bool) -> tuple[ServerWorkload | None, list[str]]:
+def read_server(base_url: str, want_log: bool
+                ) -> tuple[ServerWorkload | None, list[tuple[str, str]]]:
     """The server's workload, if it publishes one, and every problem with what
-    compare reads from it: each line names the page."""
-    problems = []
+    compare reads from it, as (page, problem)."""
+    problems: list[tuple[str, str]] = []
     workload = None
     data = server_json(base_url, '/workload', timeout=5)
     if data is not None:
         workload, wrong = read_workload(data)
-        problems += [f'/workload: {problem}' for problem in wrong]
+        problems += [('/workload', problem) for problem in wrong]
     data = server_json(base_url, '/stats', timeout=5)
     if data is not None:
-        problems += [f'/stats: {problem}' for problem in stats_problems(data)]
+        problems += [('/stats', problem) for problem in stats_problems(data)]
     data = server_json(base_url, '/stats/requests', timeout=5) if want_log else None
     if data is not None:
-        problems += [f'/stats/requests: {problem}' for problem in request_log(data)[1]]
+        problems += [('/stats/requests', problem) for problem in request_log(data)[1]]
     return workload, problems
 
 
@@ -795,10 +797,9 @@ def main(argv: list[str] | None = None) -> int:
                       'with: python flags_server.py', file=sys.stderr)
                 return EXIT_ERRORS
             workload, problems = read_server(options.base_url, args.timeline is not None)
-            for problem in problems:
-                page, _, what = problem.partition(': ')
+            for page, problem in problems:
                 print(f'*** The server at {printable_url(options.base_url)} answers {page} '
-                      f'unlike the bundled server: {what}', file=sys.stderr)
+                      f'unlike the bundled server: {problem}', file=sys.stderr)
             if problems:
                 return EXIT_ERRORS
             delays = workload.delays if workload and any(workload.delays.values()) else None
