@@ -793,8 +793,7 @@ def main(argv: list[str] | None = None) -> int:
                       f'{started.port}; it stops when this comparison ends.')
             if not server_answers(options.base_url):
                 print(f'*** No server answers at {printable_url(options.base_url)}. '
-                      'Start the bundled one '
-                      'with: python flags_server.py', file=sys.stderr)
+                      'Start the bundled one with: python flags_server.py', file=sys.stderr)
                 return EXIT_ERRORS
             workload, problems = read_server(options.base_url, args.timeline is not None)
             for page, problem in problems:

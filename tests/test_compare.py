@@ -513,7 +513,7 @@ def test_pipx_users_are_told_to_inject_matplotlib(
 def test_the_progress_moves_within_a_long_run(
         slow_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(flags2_compare, 'PROGRESS_INTERVAL', 0.2, raising=False)
+    monkeypatch.setattr(flags2_compare, 'PROGRESS_INTERVAL', 0.2)
     status = flags2_compare.main(['-s', slow_server.url, '-l', '3', '--repeat', '1',
                                   '--variants', 'sequential', '-o', str(tmp_path)])
     assert status == 0
