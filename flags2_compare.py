@@ -21,17 +21,22 @@ import argparse
 import contextlib
 import heapq
 import importlib
+import io
 import itertools
+import json
+import math
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import tqdm
@@ -44,7 +49,13 @@ from flags2_common import (
     plural,
 )
 
-from flags2.charts import check_matplotlib, plot_sweep, plot_timeline
+from flags2.charts import (
+    chart_format_problem,
+    check_matplotlib,
+    plot_sweep,
+    plot_timeline,
+    timeline_rows,
+)
 from flags2.codes import country_codes
 from flags2.options import (
     ArgumentParser,
@@ -52,6 +63,7 @@ from flags2.options import (
     check_dest,
     positive_float,
     positive_int,
+    printable_url,
     resolve_server,
 )
 from flags2.runs import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -71,6 +83,7 @@ DEFAULT_VARIANTS = VARIANT_NAMES[:3]  # the flags2 trio, which fetch the same th
 SCRIPTS = {'flags3': 'flags3_asyncio.py'}  # the others are flags2_{name}.py
 DEFAULT_REPEAT = 3
 DEFAULT_TIME_LIMIT = 600.0
+PROGRESS_INTERVAL = 0.5  # seconds between two looks at a run in progress
 
 
 @dataclass(frozen=True)
@@ -150,14 +163,153 @@ def variant_ideal(delays: dict[str, float], cc_list: list[str], variant: Variant
 
 
 # ------------------------------------------------------------- the server
+#
+# What compare reads from a bundled server on loopback (flags_server.py
+# documents the pages): /workload for the ideal times, /stats for the peak
+# and the progress, /stats/requests for the timeline. Each answer is checked,
+# field by field, before the runs start: a server that answers a page in
+# another shape is refused, one line a problem, rather than failing after
+# every run has been made. A server that does not answer a page in JSON
+# at all (any server but the bundled one) simply has no such page.
 
-def server_delays(base_url: str) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
-    """The workload of a bundled server, and its delay per code when it has any."""
-    info = server_json(base_url, '/workload', timeout=5)
-    if info is None or not isinstance(info.get('delays'), dict):
-        return None, None
-    delays = {str(cc): float(d) for cc, d in info.pop('delays').items()}
-    return info, (delays if any(delays.values()) else None)
+@dataclass(frozen=True)
+class ServerWorkload:
+    """The bundled server's GET /workload: its mode's parameters and every code's delay."""
+
+    mode: str
+    seed: str
+    delay_min: float
+    delay_max: float
+    error_rate: float
+    fault: str | None
+    delays: dict[str, float]
+
+    def record(self) -> dict[str, Any]:
+        """As --json saves it: the parameters, without the 676 delays."""
+        data = asdict(self)
+        del data['delays']
+        return data
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (true and false are not), finite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def is_count(value: object) -> TypeGuard[int]:
+    """A JSON whole number, 0 or more."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def shown(value: object) -> str:
+    """A JSON value as a problem line shows it."""
+    return repr(value) if isinstance(value, str) else json.dumps(value)
+
+
+def json_kind(value: object) -> str:
+    kinds = ((bool, 'true or false'), (dict, 'an object'), (list, 'a list'),
+             (str, 'a string'), (int | float, 'a number'))
+    return next((name for kind, name in kinds if isinstance(value, kind)), 'null')
+
+
+def field_problems(data: dict[str, Any],
+                   fields: Mapping[str, tuple[Callable[[object], bool], str]]) -> list[str]:
+    """One line for each of ``fields`` missing from ``data`` or not of its kind."""
+    problems = []
+    for name, (fits, kind) in fields.items():
+        if name not in data:
+            problems.append(f'no {name!r}')
+        elif not fits(data[name]):
+            problems.append(f'{name!r} is {shown(data[name])}, not {kind}')
+    return problems
+
+
+WORKLOAD_FIELDS: Mapping[str, tuple[Callable[[object], bool], str]] = {
+    'mode': (lambda value: isinstance(value, str), 'a string'),
+    'seed': (lambda value: isinstance(value, str), 'a string'),
+    'delay_min': (is_number, 'a number'),
+    'delay_max': (is_number, 'a number'),
+    'error_rate': (is_number, 'a number'),
+}
+
+
+def read_workload(data: object) -> tuple[ServerWorkload | None, list[str]]:
+    """The workload a /workload answer publishes, or the problems with it."""
+    if not isinstance(data, dict):
+        return None, [f'not a JSON object but {json_kind(data)}']
+    problems = field_problems(data, WORKLOAD_FIELDS)
+    delays = data.get('delays')
+    if 'delays' not in data:
+        problems.append("no 'delays'")
+    elif not isinstance(delays, dict):
+        problems.append(f"'delays' is {json_kind(delays)}, not an object")
+    else:
+        bad = [(cc, d) for cc, d in delays.items() if not (is_number(d) and d >= 0)]
+        if bad:
+            cc, d = bad[0]
+            are = 'value that is' if len(bad) == 1 else 'values that are'
+            problems.append(f"'delays' has {len(bad)} {are} not a number of seconds "
+                            f'(first: {cc!r}: {shown(d)})')
+    fault = data.get('fault')
+    if problems or not isinstance(delays, dict):
+        return None, problems
+    return ServerWorkload(data['mode'], data['seed'], float(data['delay_min']),
+                          float(data['delay_max']), float(data['error_rate']),
+                          fault if isinstance(fault, str) else None,
+                          {str(cc): float(d) for cc, d in delays.items()}), []
+
+
+def stats_problems(data: object) -> list[str]:
+    """What is wrong with a /stats answer, for what compare reads of it."""
+    if not isinstance(data, dict):
+        return [f'not a JSON object but {json_kind(data)}']
+    problems = field_problems(data, {
+        'peak_in_flight': (is_count, 'a whole number'),
+        'requests': (lambda value: isinstance(value, dict)
+                     and all(is_count(n) for n in value.values()),
+                     'an object of whole numbers'),
+    })
+    return problems
+
+
+def request_log(data: object) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """The requests of a /stats/requests answer, or the problem with it (one line)."""
+    if not isinstance(data, dict):
+        return None, [f'not a JSON object but {json_kind(data)}']
+    requests = data.get('requests')
+    if not isinstance(requests, list):
+        return None, ["no 'requests'" if 'requests' not in data
+                      else f"'requests' is {json_kind(requests)}, not a list"]
+    fields = {'start': (is_number, 'a number'), 'end': (is_number, 'a number'),
+              'status': (is_count, 'a whole number')}
+    for i, request in enumerate(requests, 1):
+        if not isinstance(request, dict):
+            return None, [f'request {i} is {json_kind(request)}, not an object']
+        if missing := [name for name in fields if name not in request]:
+            return None, [f'request {i} has no {missing[0]!r}']
+        if problems := field_problems(request, fields):
+            return None, [f'request {i}: {problems[0]}']
+    return requests, []
+
+
+def read_server(base_url: str, want_log: bool
+                ) -> tuple[ServerWorkload | None, list[tuple[str, str]]]:
+    """The server's workload, if it publishes one, and every problem with what
+    compare reads from it, as (page, problem)."""
+    problems: list[tuple[str, str]] = []
+    workload = None
+    data = server_json(base_url, '/workload', timeout=5)
+    if data is not None:
+        workload, wrong = read_workload(data)
+        problems += [('/workload', problem) for problem in wrong]
+    data = server_json(base_url, '/stats', timeout=5)
+    if data is not None:
+        problems += [('/stats', problem) for problem in stats_problems(data)]
+    data = server_json(base_url, '/stats/requests', timeout=5) if want_log else None
+    if data is not None:
+        problems += [('/stats/requests', problem) for problem in request_log(data)[1]]
+    return workload, problems
 
 
 def server_answers(base_url: str) -> bool:
@@ -229,54 +381,130 @@ class Plan:
     want_log: bool
     delays: dict[str, float] | None
 
+    @property
+    def shown_url(self) -> str:
+        """The base URL as every message and file shows it: its password masked."""
+        return printable_url(self.base_url)
 
-def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int) -> RunResult:
+    def masked(self, text: str) -> str:
+        """``text`` (a child's output) with the URL's password masked wherever it appears."""
+        return mask_password(text, self.base_url)
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the ``user:password@`` of ``url`` shown as ``printable_url`` shows it."""
+    userinfo = userinfo_of(url)
+    if userinfo is None:
+        return text
+    return text.replace(userinfo, userinfo_of(printable_url(url)) or '')
+
+
+def userinfo_of(url: str) -> str | None:
+    """The ``user:password@`` of a URL, None when it has no password."""
+    authority = url.partition('://')[2].partition('/')[0]
+    userinfo, at, _ = authority.rpartition('@')
+    return f'{userinfo}{at}' if ':' in userinfo else None
+
+
+@dataclass
+class Finished:
+    """What a child left: its exit status (None: killed at the time limit) and output."""
+
+    returncode: int | None
+    stdout: str = ''
+    stderr: str = ''
+
+
+def run_child(cmd: list[str], time_limit: float, progress: Callable[[float], None]) -> Finished:
+    """Run ``cmd`` to its end, or kill it at ``time_limit``; every PROGRESS_INTERVAL
+    while it works, ``progress(seconds so far)``."""
+    start = time.monotonic()
+    # The child writes UTF-8 to us, whatever our terminal takes.
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, encoding='utf-8', errors='replace',
+                          env={**os.environ, 'PYTHONIOENCODING': 'utf-8'}) as proc:
+        try:
+            while True:
+                left = start + time_limit - time.monotonic()
+                try:  # a retry after TimeoutExpired loses no output (subprocess docs)
+                    stdout, stderr = proc.communicate(timeout=max(0.0, min(PROGRESS_INTERVAL,
+                                                                            left)))
+                    return Finished(proc.returncode, stdout, stderr)
+                except subprocess.TimeoutExpired:
+                    if left <= PROGRESS_INTERVAL:
+                        proc.kill()
+                        proc.communicate()
+                        return Finished(None)
+                progress(time.monotonic() - start)
+        except BaseException:  # Ctrl-C: the child goes too, as with subprocess.run
+            proc.kill()
+            raise
+
+
+def progress_text(plan: Plan, variant: Variant, seconds: float) -> str:
+    """How far a run has come: its time, and the requests the server has answered."""
+    text = f'{seconds:.0f} s'
+    stats = server_stats(plan.base_url)
+    answered = stats.get('requests') if stats else None
+    if isinstance(answered, dict) and all(is_count(n) for n in answered.values()):
+        done = sum(answered.values())
+        text += (f', {done}/{len(plan.cc_list)} answered' if variant.requests_per_flag == 1
+                 else f', {done} requests answered')
+    return text
+
+
+def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int,
+             progress: Callable[[str], None] = lambda text: None) -> RunResult:
+    """One run in a fresh process; ``progress`` is told how it goes while it works."""
     concur_req = variant.concurrency(requested, len(plan.cc_list))
     cmd = [sys.executable, str(variant.script), *plan.cc_list, '-s', plan.base_url,
            '-o', str(plan.dest), '--timeout', str(plan.timeout)]
     if requested is not None and variant.concurrent:
         cmd += ['-m', str(requested)]
     server_stats(plan.base_url, reset=True)  # the script resets again just before it starts
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=plan.time_limit)
-    except subprocess.TimeoutExpired:
+    proc = run_child(cmd, plan.time_limit,
+                     lambda seconds: progress(progress_text(plan, variant, seconds)))
+    if proc.returncode is None:
         return RunResult(variant.name, concur_req, requested, repeat, None,
                          problem=f'timed out after {plan.time_limit:g} s')
     run = RunResult(variant.name, concur_req, requested, repeat, proc.returncode)
     if plan.verbose:
         n = len(plan.cc_list)
         shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
-        tqdm.tqdm.write(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}')
+        shown[shown.index('-s') + 1] = plan.shown_url
+        tqdm.tqdm.write(plan.masked(f'$ python {" ".join(shown)}\n{proc.stdout.rstrip()}'))
     parse_report(run, proc.stdout)
     if run.elapsed is None:
-        lines = proc.stderr.strip().splitlines()
+        lines = plan.masked(proc.stderr).strip().splitlines()
         run.problem = f'no report (exit {proc.returncode})' + (f': {lines[-1]}' if lines else '')
         return run
     stats = server_stats(plan.base_url)
-    peak = stats and stats.get('peak_in_flight')
-    if isinstance(peak, int):
+    peak = stats.get('peak_in_flight') if stats else None
+    if is_count(peak):
         run.peak_in_flight = peak
     if plan.delays is not None:
         run.ideal = variant_ideal(plan.delays, plan.cc_list, variant, concur_req)
         if run.elapsed > 0:
             run.efficiency = run.ideal / run.elapsed
     if plan.want_log:
-        log = server_json(plan.base_url, '/stats/requests', timeout=5)
-        if log is not None and isinstance(log.get('requests'), list):
-            run.requests = log['requests']
+        run.requests = request_log(server_json(plan.base_url, '/stats/requests', timeout=5))[0]
     return run
 
 
 def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
             results: list[RunResult]) -> None:
-    """Run every job ``repeat`` times, round-robin so slow spells hit them all alike."""
+    """Run every job ``repeat`` times, round-robin so slow spells hit them all alike.
+
+    The bar moves within a run too: its clock, and the run's time and the
+    requests the server has answered (a bundled server), as a postfix.
+    """
     with tqdm.tqdm(total=len(jobs) * repeat, unit='run', file=sys.stderr) as bar:
         for r in range(1, repeat + 1):
             for variant, requested in jobs:
                 m = '' if requested is None or not variant.concurrent else f' -m {requested}'
                 bar.set_description(f'{variant.name}{m} #{r}')
-                results.append(run_once(plan, variant, requested, r))
+                results.append(run_once(plan, variant, requested, r, bar.set_postfix_str))
+                bar.set_postfix_str('', refresh=False)
                 bar.update()
 
 
@@ -338,13 +566,13 @@ def group_rows(results: list[RunResult]) -> list[Row]:
 
 # ------------------------------------------------------- for the charts
 
-def describe(plan: Plan, workload: dict[str, Any] | None) -> str:
+def describe(plan: Plan, workload: ServerWorkload | None) -> str:
     """The charts' subtitle: what was fetched from which server."""
     text = f'{plural(len(plan.cc_list), "flag")}, {plan.label} server'
     if workload and plan.delays:
-        text += f' (delays {workload["delay_min"]:g}–{workload["delay_max"]:g} s'
-        if workload.get('mode') == 'error':
-            text += f', {workload["error_rate"]:.0%} errors'
+        text += f' (delays {workload.delay_min:g}–{workload.delay_max:g} s'
+        if workload.mode == 'error':
+            text += f', {workload.error_rate:.0%} errors'
         text += ')'
     return text
 
@@ -366,8 +594,12 @@ def build_compare_parser() -> ArgumentParser:
     parser.description = ('Run the sequential, threadpool and asyncio flag downloaders '
                           'on the same codes against the same server and compare them.')
     parser.epilog = ('Exit status: 0 when at least one run was measured (even if its '
-                     'downloads failed), 1 when none was, 2 for a usage error, 130 when '
-                     'interrupted.')
+                     'downloads failed) and every file asked for was written; 1 when none '
+                     'was, when the server cannot be compared (nothing answers, or it '
+                     'answers /workload, /stats or /stats/requests unlike the bundled '
+                     'server), or a file could not be written after the runs; 2 for a '
+                     'usage error, which includes an output file that cannot be written '
+                     '(all checked before any run); 130 when interrupted.')
     parser.set_defaults(max_req=None, dest=None)
     for action in parser._actions:
         if action.dest == 'max_req':
@@ -426,13 +658,69 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
+class UsageErrors(UsageError):
+    """Several problems with the command line, each one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+
 def parse_options(parser: ArgumentParser, argv: list[str] | None) -> Options:
-    """Parse and check ``argv``; every problem ends in ``parser.error``: one line, exit 2."""
+    """Parse and check ``argv``; every problem ends in ``parser.error``: one line
+    a problem, then the usage, exit 2."""
     args = parser.parse_args(argv)
     try:
         return check_options(args)
+    except UsageErrors as exc:
+        for problem in exc.problems[:-1]:
+            print(f'*** Usage error: {problem}', file=sys.stderr)
+        parser.error(exc.problems[-1])
     except UsageError as exc:
         parser.error(str(exc))
+
+
+OUTPUTS = ('json', 'csv', 'plot', 'timeline')
+CHARTS = ('plot', 'timeline')
+
+
+def output_problems(args: argparse.Namespace) -> list[str]:
+    """Every reason a file asked for could not be written: checked before the runs."""
+    problems = []
+    writers: dict[Path, str] = {}
+    for option in OUTPUTS:
+        path: Path | None = getattr(args, option)
+        if path is None:
+            continue
+        problem = unwritable(path)
+        if problem is None and option in CHARTS:
+            problem = chart_format_problem(path)
+        if problem is None and (other := writers.setdefault(path.resolve(), option)) != option:
+            problem = f'--{other} writes {str(path)!r} too'
+        if problem is not None:
+            problems.append(f'--{option}: {problem}')
+    return problems
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written; None when it can. Leaves no file behind,
+    and an existing one as it was."""
+    folder = path.parent
+    try:
+        if path.is_dir():
+            return f'{str(path)!r} is a folder; give a file name'
+        if not folder.is_dir():
+            return (f'{str(folder)!r} is a file, not a folder' if folder.exists()
+                    else f'folder {str(folder)!r} does not exist')
+        existed = path.exists()
+        # No O_TRUNC: an existing file keeps its contents; O_NONBLOCK: a FIFO never waits.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                         | getattr(os, 'O_NONBLOCK', 0)))
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        return f'cannot write {str(path)!r}: {exc.strerror or exc}'
+    return None
 
 
 def check_options(args: argparse.Namespace) -> Options:
@@ -456,12 +744,14 @@ def check_options(args: argparse.Namespace) -> Options:
             jobs.append((variant, None))
         else:
             jobs.extend((variant, level) for level in levels)
-    for option in ('plot', 'timeline', 'json', 'csv'):
-        path = getattr(args, option)
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f'--{option}: folder {str(path.parent)!r} does not exist')
+    problems = output_problems(args)
     if args.dest is not None:
-        check_dest(args.dest)
+        try:
+            check_dest(args.dest)
+        except UsageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UsageErrors(problems)
     return Options(label, base_url, cc_list, variants, jobs, args)
 
 
@@ -474,7 +764,19 @@ def destination(dest: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def replace_unencodable(*streams: object) -> None:
+    """Let ``streams`` show what their encoding cannot as '?', rather than raise.
+
+    On an ASCII terminal the table's dashes and the bars' blocks raised
+    UnicodeEncodeError after every run had been made, and lost the report.
+    """
+    for stream in streams:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors='replace')
+
+
 def main(argv: list[str] | None = None) -> int:
+    replace_unencodable(sys.stdout, sys.stderr)
     options = parse_options(build_compare_parser(), argv)
     args = options.args
     if args.plot or args.timeline:
@@ -490,10 +792,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'Started the bundled flags server for {options.label} on port '
                       f'{started.port}; it stops when this comparison ends.')
             if not server_answers(options.base_url):
-                print(f'*** No server answers at {options.base_url}. Start the bundled one '
-                      'with: python flags_server.py', file=sys.stderr)
+                print(f'*** No server answers at {printable_url(options.base_url)}. '
+                      'Start the bundled one with: python flags_server.py', file=sys.stderr)
                 return EXIT_ERRORS
-            workload, delays = server_delays(options.base_url)
+            workload, problems = read_server(options.base_url, args.timeline is not None)
+            for page, problem in problems:
+                print(f'*** The server at {printable_url(options.base_url)} answers {page} '
+                      f'unlike the bundled server: {problem}', file=sys.stderr)
+            if problems:
+                return EXIT_ERRORS
+            delays = workload.delays if workload and any(workload.delays.values()) else None
             plan = Plan(options.label, options.base_url, options.cc_list, dest,
                         args.timeout, args.time_limit, args.verbose,
                         args.timeline is not None, delays)
@@ -506,30 +814,34 @@ def main(argv: list[str] | None = None) -> int:
         print('\n*** Interrupted; the runs so far:', file=sys.stderr)
         report(group_rows(results), plan=None, workload=None, args=None, results=results)
         return EXIT_INTERRUPTED
-    report(group_rows(results), plan, workload, args, results)
-    return EXIT_OK if any(run.elapsed is not None for run in results) else EXIT_ERRORS
+    written = report(group_rows(results), plan, workload, args, results)
+    measured = any(run.elapsed is not None for run in results)
+    return EXIT_OK if measured and written else EXIT_ERRORS
 
 
-def intro(plan: Plan, options: Options, workload: dict[str, Any] | None, repeat: int) -> None:
+def intro(plan: Plan, options: Options, workload: ServerWorkload | None, repeat: int) -> None:
     codes = plan.cc_list
     where = ', '.join(codes) if len(codes) <= 10 else f'from {codes[0]} to {codes[-1]}'
     names = ', '.join(variant.name for variant in options.variants)
-    print(f'{plan.label} site: {plan.base_url}' if plan.label != plan.base_url
-          else f'Site: {plan.base_url}')
+    print(f'{plan.label} site: {plan.shown_url}' if plan.label in SERVERS
+          else f'Site: {plan.shown_url}')
     print(f'Comparing {names} on {plural(len(codes), "flag")} ({where}): '
           f'{plural(len(options.jobs) * repeat, "run")}, each in a fresh process.')
     if workload is None:
         print('The server publishes no delays: no ideal times.')
     elif plan.delays is None:
-        print(f'The bundled server in {workload["mode"]} mode adds no delays: '
+        print(f'The bundled server in {workload.mode} mode adds no delays: '
               'no ideal times.')
     else:
-        print(f'The server is the bundled one in {workload["mode"]} mode (seed '
-              f'{workload["seed"]!r}): ideal times come from its per-code delays.')
+        print(f'The server is the bundled one in {workload.mode} mode (seed '
+              f'{workload.seed!r}): ideal times come from its per-code delays.')
 
 
-def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
-           args: argparse.Namespace | None, results: list[RunResult]) -> None:
+def report(rows: list[Row], plan: Plan | None, workload: ServerWorkload | None,
+           args: argparse.Namespace | None, results: list[RunResult]) -> bool:
+    """Print the table and the bars, then write the files asked for: False
+    when one could not be written (each says why in a line; the others are
+    written all the same)."""
     print()
     for line in table(rows):
         print(line)
@@ -543,23 +855,37 @@ def report(rows: list[Row], plan: Plan | None, workload: dict[str, Any] | None,
         for line in bars:
             print(line)
     if plan is None or args is None:
-        return
-    if args.json is not None:
-        server = {'label': plan.label, 'url': plan.base_url, 'workload': workload}
-        write_json(args.json, server, plan.cc_list, args.repeat, results)
-        print(f'Wrote every run to {args.json}')
-    if args.csv is not None:
-        write_csv(args.csv, results)
-        print(f'Wrote every run to {args.csv}')
-    if args.plot is not None:
-        plot_sweep(args.plot, rows, describe(plan, workload), ideal_line(plan))
-        print(f'Wrote the chart to {args.plot}')
-    if args.timeline is not None:
-        if plot_timeline(args.timeline, rows, describe(plan, workload)):
-            print(f'Wrote the timeline to {args.timeline}')
+        return True
+    written = True
+
+    def write(path: Path, what: str, writer: Callable[[], object]) -> None:
+        nonlocal written
+        try:
+            writer()
+        except OSError as exc:
+            written = False
+            print(f'*** Could not write {str(path)!r}: {exc.strerror or exc}', file=sys.stderr)
         else:
-            print(f'*** No timeline: the server at {plan.base_url} keeps no request log '
+            print(f'Wrote {what} to {path}')
+
+    if args.json is not None:
+        server = {'label': plan.label, 'url': plan.shown_url,
+                  'workload': workload and workload.record()}
+        write(args.json, 'every run', lambda: write_json(args.json, server, plan.cc_list,
+                                                         args.repeat, results))
+    if args.csv is not None:
+        write(args.csv, 'every run', lambda: write_csv(args.csv, results))
+    if args.plot is not None:
+        write(args.plot, 'the chart', lambda: plot_sweep(args.plot, rows, describe(plan, workload),
+                                                         ideal_line(plan)))
+    if args.timeline is not None:
+        if timeline_rows(rows):
+            write(args.timeline, 'the timeline',
+                  lambda: plot_timeline(args.timeline, rows, describe(plan, workload)))
+        else:
+            print(f'*** No timeline: the server at {plan.shown_url} keeps no request log '
                   '(only the bundled flags_server.py does)', file=sys.stderr)
+    return written
 
 
 def cli() -> None:

@@ -35,7 +35,6 @@ import string
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -69,6 +68,11 @@ FLAG_PATH = re.compile(r'/flags/([a-z]{2})/\1\.gif')
 METADATA_PATH = re.compile(r'/flags/([a-z]{2})/metadata\.json')
 REQUEST_KINDS = {'flag': FLAG_PATH, 'metadata': METADATA_PATH}
 OVERSIZE_BYTES = 1024 * 1024 + 64 * 1024  # past the scripts' 1 MiB cap
+ALLOWED_METHODS = ('GET', 'HEAD')
+# RFC 9110 9.3 and RFC 5789: a method known but not allowed here is a 405,
+# which must say what is allowed; any other is a 501 (RFC 9110 9.1).
+KNOWN_METHODS = frozenset({'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS',
+                           'TRACE', 'PATCH'})
 
 # What --fault can inject, with the words --help shows for each. ERROR mode
 # answers 418 unless told otherwise; any mode takes a --fault.
@@ -140,18 +144,29 @@ class FlagApp:
         self.stats = Stats()
         self.log = RequestLog()
 
+    @functools.cached_property
+    def workload_json(self) -> bytes:
+        """GET /workload: the same bytes for as long as the server runs."""
+        return json.dumps(workload_info(self.workload)).encode()
+
     async def respond(self, method: str, target: str) -> Response:
         path = target.partition('?')[0]
-        if method not in ('GET', 'HEAD'):
-            return text_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        if method not in ALLOWED_METHODS:
+            if method not in KNOWN_METHODS:
+                return text_response(HTTPStatus.NOT_IMPLEMENTED)
+            refused = text_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            refused.headers = (('Allow', ', '.join(ALLOWED_METHODS)),)
+            return refused
         if path == '/stats':
             return json_response(self.stats.as_dict())
         if path == '/stats/reset':
             self.stats.reset()
             self.log.reset()
             return json_response(self.stats.as_dict())
-        if path in COMPARE_ROUTES:
-            return json_response(COMPARE_ROUTES[path](self))
+        if path == '/workload':
+            return Response(HTTPStatus.OK, self.workload_json, 'application/json')
+        if path == '/stats/requests':
+            return Response(HTTPStatus.OK, await self.log.json_body(), 'application/json')
         if not path.startswith('/flags/'):
             return text_response(HTTPStatus.NOT_FOUND)
         self.stats.hold(asyncio.current_task())  # released by HeldConnections
@@ -303,14 +318,23 @@ class RequestLog:
 
     The hot path appends one tuple; everything else happens when the record is
     read. Past MAX_ENTRIES requests only the count of dropped ones grows.
+
+    Reading it must not take the event loop from everyone else: 400 clients
+    asking at once for a log of 20,000 requests (1.6 MB of JSON) used to make
+    a flag request wait a minute. So each entry is encoded once, in batches
+    with a turn of the loop between them, and the whole answer is kept until
+    the log changes: every reader of the same log shares the same bytes.
     """
 
     MAX_ENTRIES = 20_000
+    ENCODE_BATCH = 500  # entries encoded between two turns of the event loop
 
     def __init__(self) -> None:
         self.entries: list[tuple[float, float, str, int]] = []
         self.dropped = 0
         self.origin = time.monotonic()
+        self.encoded: list[bytes] = []  # the JSON of entries[:len(encoded)]
+        self.body: tuple[tuple[int, int], bytes] | None = None  # (its state, the JSON)
 
     def add(self, start: float, path: str, status: int) -> None:
         if len(self.entries) < self.MAX_ENTRIES:
@@ -322,24 +346,36 @@ class RequestLog:
         self.entries = []
         self.dropped = 0
         self.origin = time.monotonic()
+        self.encoded = []
+        self.body = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """Times in seconds since the last reset."""
-        requests = []
-        for start, end, path, status in self.entries:
-            request, cc = parse_flag_path(path)
-            requests.append({
-                'start': round(start - self.origin, 6),
-                'end': round(end - self.origin, 6),
-                'code': cc or path,
-                'status': status,
-                'kind': request or None,
-            })
-        return {'requests': requests, 'dropped': self.dropped}
+    def entry_json(self, entry: tuple[float, float, str, int]) -> bytes:
+        """One request, times in seconds since the last reset."""
+        start, end, path, status = entry
+        request, cc = parse_flag_path(path)
+        return json.dumps({
+            'start': round(start - self.origin, 6),
+            'end': round(end - self.origin, 6),
+            'code': cc or path,
+            'status': status,
+            'kind': request or None,
+        }).encode()
+
+    async def json_body(self) -> bytes:
+        """GET /stats/requests: ``{"requests": [...], "dropped": N}``."""
+        while len(self.encoded) < len(self.entries):  # a reset may come at any await
+            done = len(self.encoded)
+            self.encoded.extend(map(self.entry_json,
+                                    self.entries[done:done + self.ENCODE_BATCH]))
+            await asyncio.sleep(0)
+        state = (len(self.encoded), self.dropped)
+        if self.body is None or self.body[0] != state:
+            self.body = state, (b'{"requests": [' + b', '.join(self.encoded)
+                                + b'], "dropped": %d}' % self.dropped)
+        return self.body[1]
 
 
-def workload_info(app: FlagApp) -> dict[str, Any]:
-    workload = app.workload
+def workload_info(workload: Workload) -> dict[str, Any]:
     letters = string.ascii_uppercase
     return {
         'mode': workload.mode,
@@ -350,12 +386,6 @@ def workload_info(app: FlagApp) -> dict[str, Any]:
         'fault': workload.fault_kind,
         'delays': {a + b: workload.delay(a + b) for a in letters for b in letters},
     }
-
-
-COMPARE_ROUTES: dict[str, Callable[[FlagApp], dict[str, Any]]] = {
-    '/workload': workload_info,
-    '/stats/requests': lambda app: app.log.as_dict(),
-}
 
 
 # ---------------------------------------------------------------- the flags

@@ -2,12 +2,19 @@
 
 matplotlib is an optional extra (``flags2[plot]``): it is imported only when
 a chart is drawn, so the table works without it, and ``check_matplotlib``
-lets the tool refuse before any run rather than after all of them.
+lets the tool refuse before any run rather than after all of them, with the
+install command that fits how flags2 was installed (pip, or pipx).
+
+A chart is written to exactly the name given, in the format its suffix
+names, PNG when it has none; ``chart_format_problem`` refuses, before any
+run, a suffix matplotlib cannot write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +22,15 @@ if TYPE_CHECKING:
     from flags2_compare import Row
 
 PLOT_INSTALL = "pip install 'flags2[plot]' (or: pip install matplotlib)"
+DEFAULT_CHART_FORMAT = 'png'
+UNWRITABLE_FORMATS = frozenset({'pgf'})  # matplotlib lists it, but it needs LaTeX
+# pipx keeps each app in a venv of its own, $PIPX_HOME/venvs/NAME (--global:
+# $PIPX_GLOBAL_HOME/venvs/NAME), and writes pipx_metadata.json into it; the
+# homes it uses when those variables are unset, as its docs list them.
+PIPX_METADATA = 'pipx_metadata.json'
+PIPX_DEFAULT_HOMES = ('~/.local/share/pipx', '~/.local/pipx', '~/pipx',
+                      '~/Library/Application Support/pipx')
+PIPX_DEFAULT_GLOBAL_HOME = '/opt/pipx'
 COLOURS = {'sequential': '#7f7f7f', 'threadpool': '#1f77b4', 'asyncio': '#d62728'}
 OUTCOME_COLOURS = {'OK': '#2ca02c', 'not found': '#8c8c8c', 'error': '#d62728'}
 IN_FLIGHT_COLOUR = '#c6dbef'
@@ -32,8 +48,59 @@ def check_matplotlib() -> str | None:
     try:
         import matplotlib.figure  # noqa: F401
     except ImportError:
-        return f'charts need matplotlib, which is not installed: {PLOT_INSTALL}'
+        return f'charts need matplotlib, which is not installed: {install_command()}'
     return None
+
+
+def install_command(prefix: str | None = None,
+                    environ: Mapping[str, str] | None = None) -> str:
+    """How to add matplotlib to the Python that runs us (``sys.prefix``)."""
+    venv = Path(sys.prefix if prefix is None else prefix)
+    where = pipx_install(venv, os.environ if environ is None else environ)
+    if where is None:
+        return PLOT_INSTALL
+    option = ' --global' if where == 'global' else ''
+    return f'pipx inject{option} {venv.name} matplotlib'
+
+
+def pipx_install(venv: Path, environ: Mapping[str, str]) -> str | None:
+    """'user' or 'global' when ``venv`` is a pipx app's venv; None otherwise.
+
+    A pipx venv is NAME in the venvs folder of a pipx home: the one its
+    environment names, or a default one. pipx writes its metadata file into
+    each venv it makes, so a venv moved elsewhere is found too.
+    """
+    def home(value: str) -> Path:
+        return Path(value).expanduser().resolve()
+
+    global_homes = {home(environ.get('PIPX_GLOBAL_HOME') or PIPX_DEFAULT_GLOBAL_HOME)}
+    user_homes = {home(value) for value in (environ.get('PIPX_HOME'), *PIPX_DEFAULT_HOMES)
+                  if value}
+    venvs = venv.resolve().parent
+    if venvs.name == 'venvs' and venvs.parent in global_homes:
+        return 'global'
+    if venvs.name == 'venvs' and venvs.parent in user_homes:
+        return 'user'
+    return 'user' if (venv / PIPX_METADATA).is_file() else None
+
+
+def chart_format(path: Path) -> str:
+    """The format a chart is written in: its suffix's, PNG without one."""
+    return path.suffix[1:].lower() or DEFAULT_CHART_FORMAT
+
+
+def chart_format_problem(path: Path) -> str | None:
+    """Why matplotlib cannot write a chart named ``path``; None when it can
+    (or when matplotlib is missing: ``check_matplotlib`` says so)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - UNWRITABLE_FORMATS)
+    if chart_format(path) in formats:
+        return None
+    return (f'cannot write {path.suffix!r} files: name the chart .png, or one of '
+            f'{", ".join("." + name for name in formats)}')
 
 
 def plot_sweep(path: Path, rows: list[Row], subtitle: str,
@@ -99,7 +166,7 @@ def plot_sweep(path: Path, rows: list[Row], subtitle: str,
         eff_ax.set_xticks(levels, [str(level) for level in levels])
         eff_ax.minorticks_off()
     eff_ax.set_xlabel('concurrent requests (concur_req: -m, capped at the number of flags)')
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=chart_format(path))
 
 
 def outcome(status: int) -> str:
@@ -193,5 +260,5 @@ def plot_timeline(path: Path, rows: list[Row], subtitle: str) -> bool:
                 Line2D([], [], color='black', linestyle=':', linewidth=0.9,
                        label='concur_req')]
     fig.legend(handles=handles, loc='outside lower center', ncols=5, fontsize=9)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=chart_format(path))
     return True

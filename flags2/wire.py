@@ -13,12 +13,19 @@ an idle connection is closed, and past a cap new connections are turned away
 before they can use up the process's file handles. Its log is one line per
 event on stderr, and a line that a client could repeat at will (the cap) is
 written at most once a second.
+
+It answers as RFC 9112 asks of an origin server (and RFC 9110 of any): a
+Host in every HTTP/1.1 request, request-targets in origin or absolute form,
+Connection and Transfer-Encoding read as lists, a chunked body read (and
+dropped), 505 for another major version, 414 for a request-target past the
+limit, a 100 (Continue) when a client waits for one, a Date on every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import errno
 import functools
 import os
@@ -51,6 +58,7 @@ BACKLOG = 2048  # http.server's backlog of 5 is what made -m 100 crawl
 MAX_HEAD = 16 * 1024  # request line and headers together
 MAX_BODY = 64 * 1024  # a flag request has no body; a bigger one gets 413
 DISCARD_CHUNK = 64 * 1024
+SEND_CHUNK = 64 * 1024  # a bigger body goes out a chunk at a time, awaiting the client
 LINGER = 2.0  # seconds to drain a refused request before closing, so the client reads why
 LOG_INTERVAL = 1.0  # seconds between two lines about the connection cap
 FD_HEADROOM = 64  # file handles kept for listening sockets, stdio, the log
@@ -58,10 +66,18 @@ FD_HEADROOM = 64  # file handles kept for listening sockets, stdio, the log
 # RFC 9110/9112: what the parts of a request head may hold.
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 TARGET = re.compile(rb'[!-~]+')  # visible ASCII: no space, control character or NUL
-VERSION = re.compile(rb'HTTP/1\.[0-9]')
+VERSION = re.compile(rb'HTTP/([0-9])\.([0-9])')
 FIELD_VALUE = re.compile(rb'[\t\x20-\x7e\x80-\xff]*')  # no NUL, CR, LF or other controls
 DIGITS = re.compile(rb'[0-9]+')
-SINGLE_FIELDS = ('content-length', 'transfer-encoding', 'host', 'connection')
+HEX_DIGITS = re.compile(rb'[0-9A-Fa-f]+')
+# Host = uri-host [ ":" port ] (RFC 9110 7.2): an IP literal or a reg-name,
+# which has no "@" (no user info) and no ":".
+HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# absolute-form (RFC 9112 3.2.2) of an http(s) URI, which has a host (RFC 9110 4.2).
+ABSOLUTE_FORM = re.compile(rb'(?i:https?)://(?P<authority>[^/?#]+)(?P<rest>[/?][^#]*)?')
+AUTHORITY_FORM = re.compile(rb'[^/?#@]+:[0-9]+')  # CONNECT's host:port (RFC 9112 3.2.3)
+SINGLE_FIELDS = ('content-length', 'host')  # others may be a list over several lines
+CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall',  # not expressible as a Response
                'trickle-headers', 'trickle-body', 'endless-chunks', 'gzip-bomb')
 TRICKLE_INTERVAL = 0.1  # seconds between bytes (or chunks): well inside any read timeout
@@ -75,6 +91,7 @@ class Response:
     content_type: str = 'text/plain; charset=utf-8'
     location: str | None = None
     wire_fault: str | None = None  # one of WIRE_FAULTS: see send_fault
+    headers: tuple[tuple[str, str], ...] = ()  # more fields, such as a 405's Allow
 
 
 class App(Protocol):
@@ -90,10 +107,13 @@ def text_response(status: HTTPStatus) -> Response:
 @dataclass(frozen=True)
 class Request:
     method: str
-    target: str
+    target: str  # in origin form (path and query), whatever form it came in
     version: str
-    headers: dict[str, str]  # names in lower case
-    body_length: int
+    headers: dict[str, str]  # names in lower case; a list's field lines joined by ', '
+    body_length: int  # its Content-Length; 0 when the body is chunked
+    keep_alive: bool  # False: close the connection after the answer
+    chunked: bool = False  # the body is in chunks (Transfer-Encoding: chunked)
+    expects_continue: bool = False  # the client waits for a 100 before the body
 
 
 class Refused(Exception):
@@ -219,10 +239,14 @@ class Connections:
             request = await read_request(reader)
             if request is None:
                 return False  # the client closed an idle connection
-            await discard(reader, request.body_length)
-        connection = request.headers.get('connection', '').lower()
-        keep_alive = (connection != 'close' if request.version == 'HTTP/1.1'
-                      else connection == 'keep-alive')
+            if request.expects_continue:
+                writer.write(CONTINUE)
+                await writer.drain()
+            if request.chunked:
+                await discard_chunked(reader)
+            else:
+                await discard(reader, request.body_length)
+        keep_alive = request.keep_alive
         response = await self.app.respond(request.method, request.target)
         if response.wire_fault:
             await send_fault(reader, writer, response)
@@ -244,10 +268,16 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
                 raise Refused(HTTPStatus.BAD_REQUEST, 'request head cut short') from None
             return None
         except asyncio.LimitOverrunError:
+            if not lines:  # RFC 9112 3: a request-target too long to parse is a 414
+                raise Refused(HTTPStatus.REQUEST_URI_TOO_LONG,
+                              f'a request line over {MAX_HEAD} bytes') from None
             raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                           f'a line over {MAX_HEAD} bytes') from None
         size += len(line)
         if size > MAX_HEAD:
+            if not lines:
+                raise Refused(HTTPStatus.REQUEST_URI_TOO_LONG,
+                              f'a request line over {MAX_HEAD} bytes')
             raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                           f'request head over {MAX_HEAD} bytes')
         if not line.endswith(b'\r\n'):
@@ -263,9 +293,38 @@ def parse_head(lines: list[bytes]) -> Request:
     """The request of a head, checked field by field (RFC 9112)."""
     request_line, *fields = lines
     parts = request_line.split(b' ')
+    version = VERSION.fullmatch(parts[-1])
     if not (len(parts) == 3 and TOKEN.fullmatch(parts[0]) and TARGET.fullmatch(parts[1])
-            and VERSION.fullmatch(parts[2])):
+            and version):
         raise Refused(HTTPStatus.BAD_REQUEST, 'bad request line')
+    if version[1] != b'1':
+        raise Refused(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                      f'{parts[2].decode("ascii")} is not HTTP/1.x')
+    http11 = version[2] != b'0'  # HTTP/1.2 and up are served as HTTP/1.1 (RFC 9110 2.5)
+    method = parts[0].decode('ascii')
+    target = origin_form(method, parts[1])
+    headers = parse_fields(fields)
+    if http11 and 'host' not in headers:
+        raise Refused(HTTPStatus.BAD_REQUEST, 'no host in an HTTP/1.1 request')
+    if not HOST.fullmatch(headers.get('host', '').encode('latin-1')):
+        raise Refused(HTTPStatus.BAD_REQUEST, 'bad host')
+    options = list_items(headers.get('connection', ''))
+    keep_alive = 'close' not in options and (http11 or 'keep-alive' in options)
+    chunked = 'transfer-encoding' in headers
+    if chunked:  # RFC 9112 6.1, 6.3: framing by Transfer-Encoding alone, then close
+        check_codings(list_items(headers['transfer-encoding']), http11)
+        length = 0
+        keep_alive = keep_alive and 'content-length' not in headers
+    else:
+        length = content_length(headers.get('content-length', '0'))
+    expects_continue = (http11 and '100-continue' in list_items(headers.get('expect', ''))
+                        and (chunked or length > 0))
+    return Request(method, target, parts[2].decode('ascii'), headers, length, keep_alive,
+                   chunked, expects_continue)
+
+
+def parse_fields(fields: list[bytes]) -> dict[str, str]:
+    """The header fields, names in lower case; a list field's lines joined by ', '."""
     headers: dict[str, str] = {}
     for line in fields:
         name, colon, value = line.partition(b':')
@@ -275,16 +334,51 @@ def parse_head(lines: list[bytes]) -> Request:
         key = name.decode('ascii').lower()
         if key in headers and key in SINGLE_FIELDS:
             raise Refused(HTTPStatus.BAD_REQUEST, f'{key} given twice')
-        headers[key] = value.decode('latin-1')
-    if 'transfer-encoding' in headers:
-        raise Refused(HTTPStatus.NOT_IMPLEMENTED, 'transfer-encoding is not supported')
-    length = headers.get('content-length', '0').encode('latin-1')
+        text = value.decode('latin-1')
+        headers[key] = f'{headers[key]}, {text}' if key in headers else text
+    return headers
+
+
+def origin_form(method: str, target: bytes) -> str:
+    """The path and query a request-target names (RFC 9112 3.2), whatever its form."""
+    if target.startswith(b'/'):
+        return target.decode('ascii')
+    if absolute := ABSOLUTE_FORM.fullmatch(target):
+        if not HOST.fullmatch(absolute['authority']):
+            raise Refused(HTTPStatus.BAD_REQUEST, 'bad host in an absolute-form target')
+        rest = (absolute['rest'] or b'/').decode('ascii')
+        return rest if rest.startswith('/') else '/' + rest
+    if (method == 'OPTIONS' and target == b'*') or (
+            method == 'CONNECT' and AUTHORITY_FORM.fullmatch(target)):
+        return target.decode('ascii')  # the app answers them with a 405
+    raise Refused(HTTPStatus.BAD_REQUEST, 'request-target in no form RFC 9112 allows')
+
+
+def list_items(value: str) -> list[str]:
+    """The items of a list field (RFC 9110 5.6.1), in lower case; empty ones dropped."""
+    return [item for part in value.split(',') if (item := part.strip(' \t').lower())]
+
+
+def check_codings(codings: list[str], http11: bool) -> None:
+    """Refuse a Transfer-Encoding whose body we cannot read to its end (RFC 9112 6.1, 6.3)."""
+    if not http11:
+        raise Refused(HTTPStatus.BAD_REQUEST, 'transfer-encoding in an HTTP/1.0 request')
+    if not codings or codings[-1] != 'chunked' or codings.count('chunked') > 1:
+        raise Refused(HTTPStatus.BAD_REQUEST, 'chunked is not the last transfer coding, '
+                                              'once')
+    if len(codings) > 1:
+        raise Refused(HTTPStatus.NOT_IMPLEMENTED,
+                      f'transfer coding {codings[0]!r} is not supported')
+
+
+def content_length(value: str) -> int:
+    """The body length a Content-Length gives: digits only, at most MAX_BODY."""
+    length = value.encode('latin-1')
     if not DIGITS.fullmatch(length):
         raise Refused(HTTPStatus.BAD_REQUEST, 'content-length is not a number')
     if len(length.lstrip(b'0')) > 18 or int(length) > MAX_BODY:  # int() of 5000 digits raises
         raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f'body over {MAX_BODY} bytes')
-    method, target, version = (part.decode('ascii') for part in parts)
-    return Request(method, target, version, headers, int(length))
+    return int(length)
 
 
 async def discard(reader: asyncio.StreamReader, length: int) -> None:
@@ -294,6 +388,44 @@ async def discard(reader: asyncio.StreamReader, length: int) -> None:
         if not chunk:
             raise asyncio.IncompleteReadError(b'', length)
         length -= len(chunk)
+
+
+async def discard_chunked(reader: asyncio.StreamReader) -> None:
+    """Read a chunked body (RFC 9112 7.1) and drop it: its sizes, extensions and
+    trailer fields checked, MAX_BODY bytes of data at most."""
+    total = 0
+    while True:
+        size_text, _, extension = (await read_line(reader)).partition(b';')
+        size_text = size_text.rstrip(b' \t')
+        if not (HEX_DIGITS.fullmatch(size_text) and FIELD_VALUE.fullmatch(extension)):
+            raise Refused(HTTPStatus.BAD_REQUEST, 'bad chunk size line')
+        size = int(size_text, 16) if len(size_text.lstrip(b'0')) <= 8 else MAX_BODY + 1
+        total += size
+        if total > MAX_BODY:
+            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f'body over {MAX_BODY} bytes')
+        if size == 0:
+            break
+        await discard(reader, size)
+        if await reader.readexactly(2) != b'\r\n':
+            raise Refused(HTTPStatus.BAD_REQUEST, 'a chunk longer than its size')
+    trailers = 0
+    while line := await read_line(reader):
+        trailers += len(line)
+        if trailers > MAX_HEAD:
+            raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                          f'trailer section over {MAX_HEAD} bytes')
+        parse_fields([line])
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """One line of a chunked body, without its CRLF."""
+    try:
+        line = await reader.readuntil(b'\n')
+    except asyncio.LimitOverrunError:
+        raise Refused(HTTPStatus.BAD_REQUEST, f'a chunk line over {MAX_HEAD} bytes') from None
+    if not line.endswith(b'\r\n'):
+        raise Refused(HTTPStatus.BAD_REQUEST, 'a line ends in a bare LF')
+    return line[:-2]
 
 
 async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -322,22 +454,45 @@ def peer(writer: asyncio.StreamWriter) -> str:
 
 async def send(writer: asyncio.StreamWriter, response: Response,
                keep_alive: bool, head_only: bool = False) -> None:
+    """Write a response. A body over SEND_CHUNK goes a chunk at a time, with a
+    turn of the event loop between two: a slow reader holds at most a chunk or
+    two of our memory, never a copy of the whole, and hundreds of clients
+    reading the same big answer take turns with everyone else (``drain``
+    alone returns at once while the socket takes the data, so one answer of
+    1.6 MB went out in one go, and 400 of them kept a flag request waiting)."""
     head = response_head(response, len(response.body), keep_alive)
-    writer.write(head if head_only else head + response.body)
+    body = b'' if head_only else response.body
+    if len(body) <= SEND_CHUNK:
+        writer.write(head + body)
+    else:
+        writer.write(head)
+        view = memoryview(body)
+        for start in range(0, len(view), SEND_CHUNK):
+            await writer.drain()
+            await asyncio.sleep(0)
+            writer.write(view[start:start + SEND_CHUNK])
     await writer.drain()
 
 
 def response_head(response: Response, length: int, keep_alive: bool) -> bytes:
     status = HTTPStatus(response.status)
     location = f'Location: {response.location}\r\n' if response.location else ''
+    more = ''.join(f'{name}: {value}\r\n' for name, value in response.headers)
     return (
         f'HTTP/1.1 {status.value} {status.phrase}\r\n'
+        f'Date: {http_date(int(time.time()))}\r\n'
         f'Content-Type: {response.content_type}\r\n'
         f'Content-Length: {length}\r\n'
-        f'{location}'
+        f'{location}{more}'
         f'Connection: {"keep-alive" if keep_alive else "close"}\r\n'
         '\r\n'
     ).encode('latin-1')
+
+
+@functools.lru_cache(maxsize=2)
+def http_date(second: int) -> str:
+    """The Date of an answer (RFC 9110 6.6.1), in IMF-fixdate form: written once a second."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 async def send_fault(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -4,9 +4,13 @@ and an honest yardstick (the ideal time) next to each measurement."""
 from __future__ import annotations
 
 import csv
+import http.server
 import itertools
 import json
+import re
 import statistics
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -296,3 +300,252 @@ def test_starts_the_bundled_server_like_the_scripts(tmp_path: Path) -> None:
     assert row_line(result.lines, 'asyncio ').split()[1:3] == ['2', '2']
     assert not port_answers('127.0.0.1', port)
     assert not (tmp_path / 'downloaded').exists()  # flags went to a temporary folder
+
+
+# ------------------------------------------------- hostile round 3 (issue 15)
+
+def fake_report(record: Path, elapsed: float = 0.1) -> str:
+    """A one-line variant script: saves its argv in ``record``, prints a report."""
+    return (f'import json, sys; open({str(record)!r}, "w").write(json.dumps(sys.argv)); '
+            f'print("2 flags downloaded."); print("Elapsed time: {elapsed:.2f}s")')
+
+
+def test_a_password_in_the_url_is_masked_wherever_compare_shows_or_saves_it(
+        delay_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = delay_server.url.replace('http://', 'http://user:secret@')
+    shown = delay_server.url.replace('http://', 'http://user:***@')
+    argv_file = tmp_path / 'argv.json'
+    variants = broken_variants(tmp_path, sequential=fake_report(argv_file))
+    monkeypatch.setattr(flags2_compare, 'load_variants', lambda: variants)
+    status = flags2_compare.main(['-s', url, '-l', '2', '--repeat', '1', '-v',
+                                  '--variants', 'sequential,asyncio',
+                                  '--json', str(tmp_path / 'runs.json'),
+                                  '--csv', str(tmp_path / 'runs.csv')])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index('-s') + 1] == url  # the child gets the real URL
+    saved = (tmp_path / 'runs.json').read_text() + (tmp_path / 'runs.csv').read_text()
+    for text in (out, err, saved):
+        assert 'secret' not in text
+    assert out.splitlines()[0] == f'Site: {shown}'
+    commands = [line for line in out.splitlines() if line.startswith('$ python ')]
+    assert len(commands) == 2 and all(f' -s {shown} ' in line for line in commands)
+    assert json.loads((tmp_path / 'runs.json').read_text())['server']['url'] == shown
+
+    nobody = f'http://user:secret@127.0.0.1:{free_port()}/flags'
+    assert flags2_compare.main(['-s', nobody, '-l', '2']) == 1
+    out, err = capsys.readouterr()
+    assert 'secret' not in out + err
+    assert f"No server answers at {nobody.replace('secret', '***')}." in err
+
+
+def test_an_ascii_terminal_gets_the_whole_report(delay_server: FlagsServer,
+                                                 tmp_path: Path) -> None:
+    result = compare('-s', delay_server.url, '-l', '2', '--repeat', '1',
+                     '--variants', 'sequential', cwd=tmp_path,
+                     env={'PYTHONIOENCODING': 'ascii', 'LC_ALL': 'C'})
+    assert result.returncode == 0, result.stderr
+    assert 'Traceback' not in result.stderr
+    # the dashes and blocks the terminal cannot show are replaced, nothing is lost
+    assert row_line(result.lines, 'variant').split()[6] == '(min?max)'
+    assert row_line(result.lines, 'sequential ').split()[-1] == '0'
+    assert result.lines[-1].startswith('sequential  ?')
+
+
+def test_every_problem_with_an_output_file_is_one_line_before_any_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / 'a folder').mkdir()
+    (tmp_path / 'a file').write_text('')
+    url = f'http://127.0.0.1:{free_port()}/flags'  # would fail, if it got that far
+    too_long = tmp_path / ('x' * 300 + '.csv')  # longer than any file system takes
+    with pytest.raises(SystemExit) as exit_info:
+        flags2_compare.main(['-s', url, '--json', str(tmp_path / 'a folder'),
+                             '--csv', str(too_long),
+                             '--plot', str(tmp_path / 'a file' / 'sweep.png'),
+                             '--timeline', str(tmp_path / 'timeline.txt')])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ''
+    lines = err.splitlines()
+    usage = next(i for i, line in enumerate(lines) if line.startswith('usage: '))
+    assert [line.split()[3] for line in lines[:usage]] == [
+        '--json:', '--csv:', '--plot:', '--timeline:']
+    assert all(line.startswith('*** Usage error: ') for line in lines[:usage])
+    assert 'is a folder' in lines[0]
+    assert 'cannot write' in lines[1]
+    assert 'is a file, not a folder' in lines[2]
+    assert "cannot write '.txt' files" in lines[3]
+    assert not (tmp_path / 'timeline.txt').exists()  # checking leaves nothing behind
+
+
+def test_a_chart_goes_to_exactly_the_name_given(delay_server: FlagsServer,
+                                               tmp_path: Path) -> None:
+    result = compare('-s', delay_server.url, '-l', '2', '--repeat', '1',
+                     '--variants', 'sequential,asyncio', '--plot', 'sweep',
+                     '--timeline', 'timeline.svg', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.lines[-2:] == ['Wrote the chart to sweep', 'Wrote the timeline to timeline.svg']
+    with Image.open(tmp_path / 'sweep') as image:
+        assert image.format == 'PNG'
+    assert (tmp_path / 'timeline.svg').read_text().lstrip().startswith('<?xml')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep', 'timeline.svg']
+
+
+def test_a_file_that_cannot_be_written_after_the_runs_loses_nothing_else(
+        delay_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    runs_json = tmp_path / 'runs.json'
+    # the run itself turns the JSON file's name into a folder: writable before, not after
+    grab = (f'import os; os.mkdir({str(runs_json)!r}); '
+            'print("2 flags downloaded."); print("Elapsed time: 0.10s")')
+    variants = broken_variants(tmp_path, sequential=grab)
+    monkeypatch.setattr(flags2_compare, 'load_variants', lambda: variants)
+    status = flags2_compare.main(['-s', delay_server.url, '-l', '2', '--repeat', '1',
+                                  '--variants', 'sequential', '--json', str(runs_json),
+                                  '--csv', str(tmp_path / 'runs.csv')])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert row_line(out.splitlines(), 'sequential ').split()[2] == '2'
+    assert err.splitlines()[-1].startswith(f'*** Could not write {str(runs_json)!r}: ')
+    assert len(list(csv.DictReader((tmp_path / 'runs.csv').open()))) == 1
+
+
+class CannedServer:
+    """A real HTTP server on loopback whose pages answer the given JSON."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        self.asked: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:  # handler: self is the CannedServer
+                self.asked.append(handler.path)
+                body = pages.get(handler.path)
+                handler.send_response(404 if body is None else 200)
+                data = (body or 'not found').encode()
+                handler.send_header('Content-Type', 'application/json')
+                handler.send_header('Content-Length', str(len(data)))
+                handler.end_headers()
+                handler.wfile.write(data)
+
+            def log_message(handler, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/flags'
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+GOOD_STATS = '{"requests": {}, "in_flight": 0, "peak_in_flight": 0, "since": 0}'
+
+
+@pytest.mark.parametrize(('pages', 'problems'), [
+    ({'/workload': '[1, 2]'}, ['/workload: not a JSON object but a list']),
+    ({'/workload': '{"delays": {"AD": "slow"}}'},
+     ["/workload: no 'mode'", "/workload: no 'seed'", "/workload: no 'delay_min'",
+      "/workload: no 'delay_max'", "/workload: no 'error_rate'",
+      "/workload: 'delays' has 1 value that is not a number of seconds (first: 'AD': 'slow')"]),
+    ({'/workload': json.dumps({'mode': 'delay', 'seed': 'x', 'delay_min': 0.1,
+                               'delay_max': True, 'error_rate': 0.25, 'fault': None,
+                               'delays': {'AD': 0.5, 'BR': -1, 'CN': 0.2}}),
+      '/stats': '{"peak_in_flight": "many"}'},
+     ["/workload: 'delay_max' is true, not a number",
+      "/workload: 'delays' has 1 value that is not a number of seconds (first: 'BR': -1)",
+      "/stats: 'peak_in_flight' is 'many', not a whole number", "/stats: no 'requests'"]),
+])
+def test_a_server_that_answers_unlike_the_bundled_one_is_refused_before_any_run(
+        pages: dict[str, str], problems: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = CannedServer({'/stats': GOOD_STATS, '/stats/reset': GOOD_STATS, **pages})
+    try:
+        status = flags2_compare.main(['-s', server.url, '-l', '2', '--repeat', '1'])
+    finally:
+        server.close()
+    assert status == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f'*** The server at {server.url} answers {page} unlike the bundled server: {what}'
+        for page, what in (problem.split(': ', 1) for problem in problems)]
+    assert not any(path.startswith('/flags/') for path in server.asked)  # no run was made
+
+
+def test_the_request_log_is_checked_before_the_runs_when_a_timeline_is_asked_for(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = CannedServer({'/stats': GOOD_STATS,
+                           '/stats/requests': '{"requests": [{"start": 0}], "dropped": 0}'})
+    try:
+        status = flags2_compare.main(['-s', server.url, '-l', '2', '--repeat', '1',
+                                      '--timeline', str(tmp_path / 'timeline.png')])
+    finally:
+        server.close()
+    assert status == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f'*** The server at {server.url} answers /stats/requests unlike the bundled server: '
+        "request 1 has no 'end'"]
+
+
+@pytest.mark.parametrize('layout', ['metadata', 'PIPX_HOME', 'global'])
+def test_pipx_users_are_told_to_inject_matplotlib(
+        layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / 'pipx'
+    venv = home / 'venvs' / 'flags2'
+    venv.mkdir(parents=True)
+    if layout == 'metadata':  # pipx writes this file into every venv it makes
+        (venv / 'pipx_metadata.json').write_text('{}')
+    else:
+        monkeypatch.setenv('PIPX_GLOBAL_HOME' if layout == 'global' else 'PIPX_HOME',
+                           str(home))
+    monkeypatch.setattr('sys.prefix', str(venv))
+    for name in ('matplotlib', 'matplotlib.figure'):  # as if it were not installed
+        monkeypatch.setitem(sys.modules, name, None)
+    url = f'http://127.0.0.1:{free_port()}/flags'
+    assert flags2_compare.main(['-s', url, '--plot', str(tmp_path / 'sweep.png')]) == 1
+    inject = 'pipx inject --global flags2' if layout == 'global' else 'pipx inject flags2'
+    assert capsys.readouterr().err.splitlines() == [
+        f'*** charts need matplotlib, which is not installed: {inject} matplotlib']
+
+
+def test_the_progress_moves_within_a_long_run(
+        slow_server: FlagsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(flags2_compare, 'PROGRESS_INTERVAL', 0.2)
+    status = flags2_compare.main(['-s', slow_server.url, '-l', '3', '--repeat', '1',
+                                  '--variants', 'sequential', '-o', str(tmp_path)])
+    assert status == 0
+    # The bar, redrawn while the one run (3 codes, a second each) works: its
+    # clock moves, and it counts the codes the server has answered.
+    states = re.split(r'[\r\n]', capsys.readouterr().err)
+    during = [state for state in states if ' 0/1 [' in state]
+    assert any('1/3 answered' in state for state in during), states
+    assert any('2/3 answered' in state for state in during), states
+    assert any(' 0/1 [00:02' in state for state in during), states
+
+
+def test_efficiency_is_ideal_over_the_median_of_three_runs(
+        slow_server: FlagsServer, tmp_path: Path, compare_with: CompareWith) -> None:
+    # Three runs whose times are the ideal x 1, 2 and 6: the median is twice the
+    # ideal (50%), the mean three times (33%). Two runs (mean = median) hide the
+    # difference; the runs are one-line scripts, the ideal from the real server.
+    delays = slow_server.get_json('/workload')['delays']
+    ideal = round(delays['BD'] + delays['BR'], 2)  # sequential: the sum
+    counter = tmp_path / 'runs-so-far'
+    script = (f'import pathlib; p = pathlib.Path({str(counter)!r}); '
+              'n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); '
+              f'print("2 flags downloaded."); '
+              f'print(f"Elapsed time: {{{ideal} * (1, 2, 6)[n]:.2f}}s")')
+    status, lines = compare_with({'sequential': script}, '-s', slow_server.url, '-l', '2',
+                                 '--repeat', '3', '--variants', 'sequential',
+                                 '--json', str(tmp_path / 'runs.json'))
+    assert status == 0
+    runs = json.loads((tmp_path / 'runs.json').read_text())['runs']
+    assert [run['elapsed'] for run in runs] == [round(ideal * k, 2) for k in (1, 2, 6)]
+    cells = row_line(lines, 'sequential ').split()
+    assert cells[5] == f'{ideal * 2:.2f}s'  # the median
+    assert cells[-2] == '50%'  # ideal / median, not ideal / mean (33%)
+    bar = lines[lines.index('Median elapsed time:') + 1]
+    assert bar.split()[-1] == f'{ideal * 2:.2f}s'

@@ -79,6 +79,43 @@ def test_error_mode_fails_about_a_quarter_of_codes_the_same_way_each_time() -> N
     assert all(Workload('error', error_rate=1).fails(cc) for cc in country_codes())
 
 
+# The default ERROR workload, pinned: the docs' samples show these 52 errors,
+# and a change to its seeding would change every ERROR run of the book.
+ERROR_FLAGS = 52
+ERROR_FLAGS_SAMPLE = ['AT', 'AU', 'BE', 'BI', 'BJ', 'BO', 'BS', 'BT']
+ERROR_FLAGS_SHA256 = 'b1b90c59baf84276b4309dea87abd59a97c8809526b307a1a888eaeb6cd41e0e'
+ERROR_METADATA = 39
+ERROR_METADATA_SHA256 = '810efcefc3c751939382b45afed9fbb677a53baf0283a2963fd6cb48714a1ae4'
+
+
+def codes_digest(codes: list[str]) -> str:
+    return hashlib.sha256(' '.join(codes).encode()).hexdigest()
+
+
+def test_the_default_error_workload_fails_the_same_52_flags(error_server: FlagsServer) -> None:
+    failing = [cc for cc in country_codes() if Workload('error').fails(cc)]
+    assert len(failing) == ERROR_FLAGS
+    assert failing[:8] == ERROR_FLAGS_SAMPLE
+    assert codes_digest(failing) == ERROR_FLAGS_SHA256
+    metadata = [cc for cc in country_codes() if Workload('error').fails(cc, 'metadata')]
+    assert (len(metadata), codes_digest(metadata)) == (ERROR_METADATA, ERROR_METADATA_SHA256)
+
+    async def statuses() -> list[int]:  # and the server answers 418 for exactly those
+        async def one(cc: str) -> int:
+            reader, writer = await asyncio.open_connection('127.0.0.1', error_server.port)
+            writer.write(f'GET /flags/{cc.lower()}/{cc.lower()}.gif HTTP/1.1\r\nHost: x\r\n'
+                         'Connection: close\r\n\r\n'.encode())
+            status_line = await reader.readline()
+            await reader.read()
+            writer.close()
+            return int(status_line.split()[1])
+        return await asyncio.gather(*(one(cc) for cc in country_codes()))
+
+    answered = dict(zip(country_codes(), asyncio.run(statuses()), strict=True))
+    assert [cc for cc, status in answered.items() if status == 418] == failing
+    assert {status for cc, status in answered.items() if cc not in failing} == {200}
+
+
 def test_error_server_answers_418_exactly_for_the_seeded_codes(
         error_server: FlagsServer) -> None:
     for cc in country_codes()[:30]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import socket
 import stat
@@ -120,7 +122,7 @@ def test_a_big_body_is_never_held_in_memory(server: FlagsServer) -> None:
 
 def test_a_small_body_is_skipped_and_the_connection_serves_on(server: FlagsServer) -> None:
     with connect(server) as sock:
-        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nContent-Length: 5000\r\n\r\n'
+        sock.sendall(b'POST /flags/br/br.gif HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n'
                      + b'x' * 5000 + GET_BR)
         assert read_response(sock)[0] == b'HTTP/1.1 405 Method Not Allowed'
         assert read_response(sock)[0] == b'HTTP/1.1 200 OK'
@@ -128,28 +130,38 @@ def test_a_small_body_is_skipped_and_the_connection_serves_on(server: FlagsServe
 
 # ------------------------------------------------------- malformed requests
 
+H = b'Host: x\r\n'  # so that each request is refused for its own fault
+
 MALFORMED = [
-    ('bad length', b'GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n', 400),
-    ('negative length', b'GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n', 400),
-    ('superscript length', b'GET / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n', 400),
-    ('huge length', b'POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n', 413),
-    ('5000-digit length', b'POST / HTTP/1.1\r\nContent-Length: ' + b'9' * 5000 + b'\r\n\r\n',
+    ('bad length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: abc\r\n\r\n', 400),
+    ('negative length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: -5\r\n\r\n', 400),
+    ('superscript length', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: \xb2\r\n\r\n', 400),
+    # a number, then what int() would take or what no number has
+    ('length then garbage', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 5x\r\n\r\n', 400),
+    ('length with underscore', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 1_0\r\n\r\n', 400),
+    ('length with a sign', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: +5\r\n\r\n', 400),
+    ('two numbers', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 5 5\r\n\r\n', 400),
+    ('huge length', b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 99999999999999999999\r\n\r\n',
      413),
-    ('two lengths', b'POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx',
-     400),
-    ('non-ASCII name', b'GET / HTTP/1.1\r\nX-\xff\xfe: 1\r\n\r\n', 400),
-    ('no colon', b'GET / HTTP/1.1\r\nNoColonHere\r\n\r\n', 400),
-    ('space before colon', b'GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n', 400),
-    ('folded line', b'GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n', 400),
-    ('overlong line', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n\r\n', 431),
-    ('too many headers', b'GET / HTTP/1.1\r\n' + b'X: y\r\n' * 5000 + b'\r\n', 431),
+    ('5000-digit length',
+     b'POST / HTTP/1.1\r\n' + H + b'Content-Length: ' + b'9' * 5000 + b'\r\n\r\n', 413),
+    ('two lengths',
+     b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 1\r\nContent-Length: 5\r\n\r\nx', 400),
+    ('two hosts', b'GET / HTTP/1.1\r\n' + H + H + b'\r\n', 400),
+    ('non-ASCII name', b'GET / HTTP/1.1\r\n' + H + b'X-\xff\xfe: 1\r\n\r\n', 400),
+    ('no colon', b'GET / HTTP/1.1\r\n' + H + b'NoColonHere\r\n\r\n', 400),
+    ('space before colon', b'GET / HTTP/1.1\r\n' + H + b'Content-Length : 5\r\n\r\n', 400),
+    ('folded line', b'GET / HTTP/1.1\r\n' + H + b'X: a\r\n b\r\n\r\n', 400),
+    ('overlong request line', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n' + H + b'\r\n', 414),
+    ('overlong header line', b'GET / HTTP/1.1\r\n' + H + b'X: ' + b'a' * 70_000 + b'\r\n\r\n',
+     431),
+    ('too many headers', b'GET / HTTP/1.1\r\n' + H + b'X: y\r\n' * 5000 + b'\r\n', 431),
     ('bare LF', b'GET / HTTP/1.1\nHost: x\n\n', 400),
-    ('NUL in target', b'GET /\x00 HTTP/1.1\r\n\r\n', 400),
+    ('NUL in target', b'GET /\x00 HTTP/1.1\r\n' + H + b'\r\n', 400),
     ('NUL in value', b'GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n', 400),
-    ('non-ASCII target', b'GET /flags/\xe9 HTTP/1.1\r\n\r\n', 400),
-    ('bad version', b'GET / HTTP/1.\xff\r\n\r\n', 400),
-    ('HTTP/2 preface', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 400),
-    ('chunked body', b'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 501),
+    ('non-ASCII target', b'GET /flags/\xe9 HTTP/1.1\r\n' + H + b'\r\n', 400),
+    ('bad version', b'GET / HTTP/1.\xff\r\n' + H + b'\r\n', 400),
+    ('HTTP/2 preface', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505),
 ]
 
 
@@ -259,3 +271,73 @@ def test_running_out_of_file_handles_is_one_log_line_a_second(
     lines = capsys.readouterr().err.splitlines()
     assert lines == ['flags_server: cannot accept connections: Too many open files; '
                      'retrying (failures since the last such line: 1)']
+
+
+# ------------------------------------------------------- one loop for everyone
+
+LOGGED = 20_000  # the most a run's log keeps
+LOG_READERS = 400
+STALL_GOAL = 1.0  # seconds a flag request may wait while the log is being read
+
+
+async def pipelined_heads(port: int, n: int) -> None:
+    """``n`` flag requests on one connection, sent at once: each one is logged."""
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    writer.write(b'HEAD /flags/br/br.gif HTTP/1.1\r\nHost: x\r\n\r\n' * n)
+    for _ in range(n):
+        assert (await reader.readuntil(b'\r\n\r\n')).startswith(b'HTTP/1.1 200 OK')
+    writer.close()
+
+
+async def ask(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    writer.write(f'GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'.encode())
+    return reader, writer
+
+
+async def body_digest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> tuple[bytes, int, str]:
+    """(status line, body length, body sha256) of a whole answer, never held in memory."""
+    status = (await reader.readuntil(b'\r\n\r\n')).partition(b'\r\n')[0]
+    digest, size = hashlib.sha256(), 0
+    while chunk := await reader.read(1024 * 1024):
+        digest.update(chunk)
+        size += len(chunk)
+    writer.close()
+    return status, size, digest.hexdigest()
+
+
+def test_reading_a_long_request_log_never_stalls_the_loop() -> None:
+    """400 clients reading a log of 20,000 requests at once (1.6 MB each) took the
+    one event loop for a minute: a flag request made meanwhile waited 64 s."""
+    with running_server('local', tied=True) as server:
+        async def scenario() -> tuple[float, list[tuple[bytes, int, str]], bytes]:
+            await asyncio.gather(*(pipelined_heads(server.port, LOGGED // 8) for _ in range(8)))
+            readers = [await ask(server.port, '/stats/requests') for _ in range(LOG_READERS)]
+            await asyncio.sleep(0.2)  # the server is on them now
+            start = time.monotonic()
+            async with asyncio.timeout(STALL_GOAL * 2):
+                flag = await body_digest(*await ask(server.port, '/flags/br/br.gif'))
+            waited = time.monotonic() - start
+            assert flag[0] == b'HTTP/1.1 200 OK'
+            answers = await asyncio.gather(*(body_digest(*pair) for pair in readers))
+            reader, writer = await ask(server.port, '/stats/requests')
+            await reader.readuntil(b'\r\n\r\n')
+            log = await reader.read()
+            writer.close()
+            return waited, answers, log
+
+        waited, answers, log = asyncio.run(scenario())
+    assert waited < STALL_GOAL * 2
+    entries = json.loads(log)
+    assert len(entries['requests']) == LOGGED
+    assert entries['dropped'] == 1  # the flag request: the log was full
+    assert entries['requests'][0].keys() == {'start', 'end', 'code', 'status', 'kind'}
+    assert {(r['code'], r['status'], r['kind']) for r in entries['requests']} == {
+        ('BR', 200, 'flag')}
+    # every reader got the whole log, as it was before or after the flag request
+    before = log.replace(b'"dropped": 1}', b'"dropped": 0}')
+    assert {answer[0] for answer in answers} == {b'HTTP/1.1 200 OK'}
+    assert {answer[1] for answer in answers} == {len(log)}
+    assert {answer[2] for answer in answers} <= {hashlib.sha256(log).hexdigest(),
+                                                 hashlib.sha256(before).hexdigest()}
