@@ -3,14 +3,14 @@ semaphore that lets at most ``concur_req`` requests run at once.
 
 Sample run::
 
-    $ python flags2_asyncio.py -s DELAY -a -m 1000
+    $ python flags2_asyncio.py -s DELAY -a -m 50
     DELAY site: http://localhost:8001/flags
     Searching for 194 flags: from AD to ZW
-    194 concurrent connections will be used.
+    50 concurrent connections will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 194.
-    Elapsed time: 0.85s
+    Peak requests in flight at the server: 50.
+    Elapsed time: 2.55s
 """
 
 import asyncio
