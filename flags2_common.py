@@ -29,9 +29,12 @@ from flags2.options import (
     ArgumentParser,
     UsageError,
     check_dest,
+    check_proxy_settings,
+    dest_folder,
     positive_int,
     printable_url,
     resolve_server,
+    server_urls,
     timeout_seconds,
 )
 from flags2.runs import Run, current_run
@@ -45,8 +48,7 @@ DEFAULT_SERVERS = {
     'ERROR': 'http://localhost:8002/flags',
 }
 # FLAGS2_LOCAL_URL and friends move a label (the tests' servers use ephemeral ports).
-SERVERS = {label: os.environ.get(f'FLAGS2_{label}_URL', url)
-           for label, url in DEFAULT_SERVERS.items()}
+SERVERS = server_urls(DEFAULT_SERVERS, os.environ)
 DEST_DIR = Path('downloaded')
 DEFAULT_TIMEOUT = 3.1
 
@@ -126,7 +128,7 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
                         help=f'server to hit: one of {", ".join(SERVERS)} '
                              f'(default={DEFAULT_SERVER}), or a base URL such as '
                              'http://127.0.0.1:8000/flags')
-    parser.add_argument('-o', '--dest', metavar='DIR', type=Path, default=DEST_DIR,
+    parser.add_argument('-o', '--dest', metavar='DIR', type=dest_folder, default=DEST_DIR,
                         help=f'folder to save flags in, created if missing '
                              f'(default={DEST_DIR}/ in the current folder)')
     parser.add_argument('--timeout', metavar='SECONDS', type=timeout_seconds,
@@ -152,16 +154,18 @@ class Options:
 
 
 def process_args(parser: ArgumentParser, argv: list[str] | None) -> Options:
-    """Parse and check ``argv``; every problem ends in ``parser.error``: one line, exit 2."""
+    """Parse and check ``argv`` and the settings the run will use (the server's
+    URL, the proxies); every problem ends in ``parser.refuse``: one line, exit 2."""
     args = parser.parse_args(argv)
     try:
         label, base_url = resolve_server(args.server, SERVERS)
         cc_list = expand_cc_args(args.every, args.all, args.cc, args.limit)
         if not cc_list:
             raise UsageError('no country codes to fetch')
+        check_proxy_settings(os.environ)
         check_dest(args.dest)
     except UsageError as exc:
-        parser.error(str(exc))
+        parser.refuse(exc)
     return Options(label, base_url, cc_list, args.verbose, args.max_req, args.dest,
                    args.timeout)
 

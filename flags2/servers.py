@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 # Beside this package both in a checkout and in site-packages (a wheel
 # installs flags_server.py as a top-level module).
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent / 'flags_server.py'
+# The one path the bundled server serves flags under.
+SERVER_PATH = '/flags'
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 # The labels the bundled server can stand in for, and its mode for each.
 BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
@@ -163,16 +165,33 @@ def port_answers(host: str, port: int) -> bool:
         return False
 
 
+def bundled_port(base_url: str) -> int | None:
+    """The port at which the bundled server could serve ``base_url``, or None.
+
+    It speaks plain http, on loopback, at an explicit port, with its flags
+    under /flags: anything else it would answer with TLS errors or 404s.
+    """
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return None
+    if (parts.scheme != 'http' or parts.hostname not in LOOPBACK_NAMES
+            or parts.path.rstrip('/') != SERVER_PATH):
+        return None
+    return port
+
+
 @contextlib.contextmanager
 def bundled_server(base_url: str, mode: str | None) -> Iterator[FlagsServer | None]:
     """Start the bundled server in ``mode`` at ``base_url``'s port if nothing answers there.
 
-    Yields the server it started, or None when it started none (no mode, not
-    a loopback URL, or something already answers).
+    Yields the server it started, or None when it started none (no mode, a
+    URL the bundled server cannot serve, or something already answers).
     """
     parts = urlsplit(base_url)
-    host, port = parts.hostname or '', parts.port
-    if mode is None or port is None or host not in LOOPBACK_NAMES or port_answers(host, port):
+    host, port = parts.hostname or '', bundled_port(base_url)
+    if mode is None or port is None or port_answers(host, port):
         yield None
         return
     bind = 'localhost' if host == 'localhost' else host
