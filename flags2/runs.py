@@ -48,7 +48,15 @@ from flags2.failures import (
     short_cause,
 )
 from flags2.files import new_file_mode, write_atomically
-from flags2.servers import BUNDLED_MODES, ServerStartError, bundled_server, server_stats
+from flags2.options import printable_url
+from flags2.servers import (
+    BUNDLED_MODES,
+    ServerStartError,
+    bundled_port,
+    bundled_server,
+    server_command,
+    server_stats,
+)
 from flags2.streams import guarded_streams
 
 P = ParamSpec('P')
@@ -311,6 +319,21 @@ class Run:
         if self.signum is not None:
             return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
         return EXIT_ERRORS if self.causes else EXIT_OK
+
+    def no_answer_hint(self) -> str:
+        """What to do when no server answered any request: start the bundled
+        server where it can serve this URL (in the label's mode, at its port,
+        as the reader would type it). Elsewhere (REMOTE, an https or non-/flags
+        URL) it cannot help, and the hint only says where nothing answered."""
+        mode = BUNDLED_MODES.get(self.label)
+        if (port := bundled_port(self.base_url)) is not None:
+            return ('No server answered. Start the bundled one with: '
+                    f'{server_command(mode or "local", port)}')
+        where = f'No server answered at {printable_url(self.base_url)}'
+        if mode is not None:  # FLAGS2_<LABEL>_URL moved it where the bundled one cannot go
+            return (f'{where}; the bundled server serves only http://localhost:PORT/flags, '
+                    f'so none was started for {self.label}.')
+        return f'{where}.'
 
     def stopped_line(self, done: int, total: int) -> str | None:
         """'Interrupted by Ctrl-C: 12 of 194 codes done, ...', or None."""

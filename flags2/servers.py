@@ -13,26 +13,40 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from flags2.options import printable_url
+
 # Beside this package both in a checkout and in site-packages (a wheel
 # installs flags_server.py as a top-level module).
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent / 'flags_server.py'
+# What an installed package has instead (pyproject.toml's [project.scripts]).
+SERVER_CONSOLE_SCRIPT = 'flags-server'
 # The one path the bundled server serves flags under.
 SERVER_PATH = '/flags'
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 # The labels the bundled server can stand in for, and its mode for each.
 BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
+# What each bundled mode does, for --help (flags_server.py's defaults; a test
+# keeps the two in step).
+MODE_WORDS = {
+    'local': 'answers at once',
+    'delay': 'waits 0.2 to 0.8 s before each answer',
+    'error': "waits like DELAY, then answers 25% of the flags with 418 I'm a Teapot",
+}
 
 
 class ServerStartError(Exception):
@@ -44,7 +58,66 @@ class ServerStartError(Exception):
 
     def __str__(self) -> str:
         return (f'{self.cause}. Free port {self.port}, or start the server by hand: '
-                f'python flags_server.py --mode {self.mode} --port {self.port}')
+                f'{server_command(self.mode, self.port)}')
+
+
+def servers_help(servers: Mapping[str, str], setting: str) -> str:
+    """What --help says of the servers: which labels the bundled server stands
+    in for and what each does, at the URLs this run would use."""
+    bundled = [label for label in servers if label in BUNDLED_MODES]
+    url = {label: printable_url(servers[label]) for label in servers}
+    modes = '; '.join(f'{label} ({url[label]}) {MODE_WORDS[BUNDLED_MODES[label]]}'
+                      for label in bundled)
+    others = [f'{label} ({url[label]})' for label in servers if label not in BUNDLED_MODES]
+    settings = [setting.format(label) for label in servers]
+    return (f'{and_list(bundled)} are the bundled flags server ({SERVER_SCRIPT.name}), '
+            'started for the run when nothing answers at its port, and stopped after it: '
+            f'{modes}. {and_list(others)} is not bundled: nothing is started for it. '
+            f'{and_list(settings)} move a label. HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and '
+            'NO_PROXY work as in httpx2.')
+
+
+def and_list(words: list[str]) -> str:
+    return ' and '.join(filter(None, [', '.join(words[:-1]), *words[-1:]]))
+
+
+def server_command(mode: str, port: int) -> str:
+    """The command that starts the bundled server for ``mode`` at ``port``, as the
+    reader in front of us would type it: the way they started this script.
+
+    A script run as a file (``python flags2_asyncio.py``) names flags_server.py
+    beside it, as they named theirs; a console script of an installed package
+    (``flags2-asyncio``) names the ``flags-server`` beside it. Otherwise (a
+    test, ``python -m``) the file this package was installed with.
+    """
+    args = f'--mode {mode} --port {port}'
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if started is not None and started.suffix == '.py':
+        beside = started.with_name(SERVER_SCRIPT.name)
+        if beside.is_file():
+            return f'{python_command()} {shlex.quote(str(beside))} {args}'
+    elif started is not None:
+        console = started.with_name(SERVER_CONSOLE_SCRIPT + started.suffix)  # .exe on Windows
+        if console.is_file():
+            return f'{on_path_as(SERVER_CONSOLE_SCRIPT, console)} {args}'
+    return f'{python_command()} {shlex.quote(str(SERVER_SCRIPT))} {args}'
+
+
+def python_command() -> str:
+    """``python`` when that is this interpreter (an active venv), else its path."""
+    return on_path_as('python', Path(sys.executable))
+
+
+def on_path_as(name: str, path: Path) -> str:
+    """``name`` if the shell finds ``path`` under it, else the path itself.
+
+    The paths are compared as they are, not resolved: a venv's python is a
+    link to the system's, which lacks the venv's packages.
+    """
+    found = shutil.which(name)
+    if found is not None and os.path.abspath(found) == os.path.abspath(path):
+        return name
+    return shlex.quote(str(path))
 
 
 @dataclass

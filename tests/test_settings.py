@@ -145,6 +145,9 @@ def test_no_bundled_server_for_a_url_it_cannot_serve(url: str, tmp_path: Path) -
     assert result.returncode == 1
     assert not any(line.startswith('Started the bundled') for line in result.lines)
     assert 'errors: 1 connection refused' in result.lines
+    assert result.stderr.splitlines()[-1] == (
+        f'*** No server answered at {url}; the bundled server serves only '
+        'http://localhost:PORT/flags, so none was started for LOCAL.')
     assert server_processes(port) == []
 
 
