@@ -26,15 +26,20 @@ from flags2.codes import country_codes
 from flags2.failures import CodeFailure as CodeFailure  # the asyncio variants catch it
 from flags2.options import (
     MAX_TIMEOUT,
+    SERVER_URL_SETTING,
     ArgumentParser,
     UsageError,
     check_dest,
+    check_proxy_settings,
+    dest_folder,
     positive_int,
     printable_url,
     resolve_server,
+    server_urls,
     timeout_seconds,
 )
 from flags2.runs import Run, current_run
+from flags2.servers import servers_help
 
 POP20_CC = 'CN IN US ID BR PK NG BD RU JP MX PH VN ET EG DE IR TR CD FR'.split()
 DEFAULT_SERVER = 'LOCAL'
@@ -45,8 +50,7 @@ DEFAULT_SERVERS = {
     'ERROR': 'http://localhost:8002/flags',
 }
 # FLAGS2_LOCAL_URL and friends move a label (the tests' servers use ephemeral ports).
-SERVERS = {label: os.environ.get(f'FLAGS2_{label}_URL', url)
-           for label, url in DEFAULT_SERVERS.items()}
+SERVERS = server_urls(DEFAULT_SERVERS, os.environ)
 DEST_DIR = Path('downloaded')
 DEFAULT_TIMEOUT = 3.1
 
@@ -104,13 +108,16 @@ def expand_cc_args(every_cc: bool, all_cc: bool, cc_args: list[str],
     return sorted(codes)[:limit]
 
 
-def build_parser(default_concur_req: int) -> ArgumentParser:
+def build_parser(default_concur_req: int, max_concur_req: int | None = None) -> ArgumentParser:
+    """The command line; ``max_concur_req``, the variant's cap of -m, for --help."""
     parser = ArgumentParser(
         description='Download flags for country codes. Default: top 20 countries by population.',
         epilog='Exit status: 0 when every flag was downloaded or not found, 1 when any '
                'download failed, the bundled server could not start or threads or file '
-               'handles ran out, 2 for a usage error, 130 when interrupted (Ctrl-C), 143 '
-               'when terminated (SIGTERM).')
+               'handles ran out, 2 for a usage error or a setting that cannot work '
+               '(FLAGS2_LOCAL_URL and the like, HTTP_PROXY and the like), 130 when '
+               'interrupted (Ctrl-C), 141 when a reader of the output went away (a closed '
+               'pipe, as with | head), 143 when terminated (SIGTERM).')
     parser.add_argument('cc', metavar='CC', nargs='*',
                         help='country code or 1st letter (e.g. B for BA...BZ)')
     parser.add_argument('-a', '--all', action='store_true',
@@ -118,15 +125,19 @@ def build_parser(default_concur_req: int) -> ArgumentParser:
     parser.add_argument('-e', '--every', action='store_true',
                         help='get flags for every possible code (AA...ZZ)')
     parser.add_argument('-l', '--limit', metavar='N', type=positive_int,
-                        help='limit to N first codes')
+                        help='only the first N codes of the sorted selection '
+                             '(so -e -l 3 means AA, AB and AC)')
+    cap = '' if max_concur_req is None else f'at most {max_concur_req} in this script, and '
     parser.add_argument('-m', '--max_req', metavar='CONCURRENT', type=positive_int,
                         default=default_concur_req,
-                        help=f'maximum concurrent requests (default={default_concur_req})')
-    parser.add_argument('-s', '--server', metavar='LABEL', default=DEFAULT_SERVER,
-                        help=f'server to hit: one of {", ".join(SERVERS)} '
-                             f'(default={DEFAULT_SERVER}), or a base URL such as '
-                             'http://127.0.0.1:8000/flags')
-    parser.add_argument('-o', '--dest', metavar='DIR', type=Path, default=DEST_DIR,
+                        help=f'maximum concurrent requests (default={default_concur_req}); '
+                             f'{cap}never more than the number of codes')
+    servers = parser.add_argument_group('servers', servers_help(SERVERS, SERVER_URL_SETTING))
+    servers.add_argument('-s', '--server', metavar='LABEL', default=DEFAULT_SERVER,
+                         help=f'server to hit: one of {", ".join(SERVERS)} '
+                              f'(default={DEFAULT_SERVER}), or a base URL such as '
+                              'http://127.0.0.1:8000/flags')
+    parser.add_argument('-o', '--dest', metavar='DIR', type=dest_folder, default=DEST_DIR,
                         help=f'folder to save flags in, created if missing '
                              f'(default={DEST_DIR}/ in the current folder)')
     parser.add_argument('--timeout', metavar='SECONDS', type=timeout_seconds,
@@ -152,16 +163,18 @@ class Options:
 
 
 def process_args(parser: ArgumentParser, argv: list[str] | None) -> Options:
-    """Parse and check ``argv``; every problem ends in ``parser.error``: one line, exit 2."""
+    """Parse and check ``argv`` and the settings the run will use (the server's
+    URL, the proxies); every problem ends in ``parser.refuse``: one line, exit 2."""
     args = parser.parse_args(argv)
     try:
         label, base_url = resolve_server(args.server, SERVERS)
         cc_list = expand_cc_args(args.every, args.all, args.cc, args.limit)
         if not cc_list:
             raise UsageError('no country codes to fetch')
+        check_proxy_settings(os.environ)
         check_dest(args.dest)
     except UsageError as exc:
-        parser.error(str(exc))
+        parser.refuse(exc)
     return Options(label, base_url, cc_list, args.verbose, args.max_req, args.dest,
                    args.timeout)
 
@@ -204,8 +217,7 @@ def final_report(cc_list: list[str], counter: Counter[DownloadStatus], elapsed: 
         print(f'Peak requests in flight at the server: {peak}.')
     print(f'Elapsed time: {elapsed:.2f}s')
     if 0 < run.causes['connection refused'] == counter.total():
-        print('*** No server answered. Start the bundled one with: '
-              'python flags_server.py', file=sys.stderr)
+        print(f'*** {run.no_answer_hint()}', file=sys.stderr)
     if run.advice:
         print(f'*** {run.advice}', file=sys.stderr)
 
@@ -219,7 +231,7 @@ def plural(n: int, word: str) -> str:
 def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: int,
          argv: list[str] | None = None) -> NoReturn:
     """Parse, report, time one run of ``download_many``, report again, exit."""
-    opts = process_args(build_parser(default_concur_req), argv)
+    opts = process_args(build_parser(default_concur_req, max_concur_req), argv)
     actual_req = concurrency(opts.max_req, max_concur_req, len(opts.cc_list))
     with Run(opts.dest, opts.timeout, label=opts.server_label, base_url=opts.base_url,
              command_line=argv is None) as run:  # signals, the bundled server, /stats

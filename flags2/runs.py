@@ -7,7 +7,9 @@ A ``Run`` owns, for the length of a ``with`` block:
   on disk, however the variant's loop ended), and why each error happened;
 - the signals: SIGINT and SIGTERM stop the run (see ``Run.stop``), and so
   does a resource every download needs running out (no thread, no file
-  handle), with advice;
+  handle), with advice, and a reader of our output going away (``| head``);
+- stdout and stderr (``streams.guarded_streams``): a closed or failing
+  stream, or text its encoding lacks, never ends a download;
 - the bundled server it started, the HTTP stack loaded before the clock
   starts, the server's /stats;
 - the exit status.
@@ -46,13 +48,25 @@ from flags2.failures import (
     short_cause,
 )
 from flags2.files import new_file_mode, write_atomically
-from flags2.servers import BUNDLED_MODES, ServerStartError, bundled_server, server_stats
+from flags2.options import printable_url
+from flags2.servers import (
+    BUNDLED_MODES,
+    ServerStartError,
+    bundled_port,
+    bundled_server,
+    server_command,
+    server_stats,
+)
+from flags2.streams import guarded_streams
 
 P = ParamSpec('P')
 T = TypeVar('T')
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_OK, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
+# A reader of our output went away: what a shell shows for a program SIGPIPE
+# ended (128 + 13). Python ignores SIGPIPE; the run stops instead.
+EXIT_CLOSED_PIPE = 141
 
 CURRENT: contextvars.ContextVar[Run] = contextvars.ContextVar('flags2_run')
 
@@ -100,6 +114,7 @@ class Run:
         self.command_line = command_line
         self.signum: signal.Signals | None = None  # the first SIGINT or SIGTERM
         self.advice = ''  # what to do about a resource that ran out
+        self.closed_pipe = False  # a reader of stdout or stderr went away
         self.saved = 0
         self.causes: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -115,6 +130,7 @@ class Run:
     def __enter__(self) -> Run:
         self.token = CURRENT.set(self)
         self.file_mode = new_file_mode()  # before any thread of the run starts
+        self.stack.enter_context(guarded_streams(self.on_closed_pipe))  # restored last
         if in_main_thread():  # where Python lets a handler be set
             for signum in STOP_SIGNALS:
                 self.previous_handlers[signum] = signal.signal(signum, self.on_signal)
@@ -132,7 +148,7 @@ class Run:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stack.close()  # the bundled server
+        self.stack.close()  # the bundled server, then stdout and stderr
         for signum, handler in self.previous_handlers.items():
             if self.command_line:
                 signal.signal(signum, signal.SIG_IGN)
@@ -175,12 +191,21 @@ class Run:
 
     @property
     def stopping(self) -> bool:
-        return self.signum is not None or bool(self.advice)
+        return self.signum is not None or bool(self.advice) or self.closed_pipe
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop(signal.Signals(signum))
 
-    def stop(self, signum: signal.Signals | None = None, advice: str = '') -> None:
+    def on_closed_pipe(self) -> None:
+        """A reader of our output went away: stop, as SIGPIPE would have stopped
+        us. Called from a write, in any thread, never while the main thread
+        waits on the network, so no RunStopped is wanted here: the next
+        request of the run raises it."""
+        with contextlib.suppress(RunStopped):
+            self.stop(closed_pipe=True)
+
+    def stop(self, signum: signal.Signals | None = None, advice: str = '',
+             closed_pipe: bool = False) -> None:
         """Stop the run, once: the first reason wins, later ones change nothing.
 
         The main thread, if it waits on the network, gets RunStopped at once;
@@ -190,7 +215,7 @@ class Run:
         """
         if self.stopping:
             return
-        self.signum, self.advice = signum, advice
+        self.signum, self.advice, self.closed_pipe = signum, advice, closed_pipe
         for callback in list(self.stop_callbacks):
             callback()
         if self.waiting and in_main_thread():
@@ -267,7 +292,10 @@ class Run:
                     task.cancel()
 
         def on_stop() -> None:  # from the signal handler, or a thread
-            loop.call_soon_threadsafe(cancel_downloads)
+            # RuntimeError: the loop is closed, download_many is over (a stop
+            # during the report): nothing is left to cancel.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(cancel_downloads)
 
         loop.set_default_executor(RunThreads(self))
         self.on_stop(on_stop)
@@ -286,14 +314,33 @@ class Run:
     def exit_status(self) -> int:
         if self.advice:
             return EXIT_ERRORS
+        if self.closed_pipe:
+            return EXIT_CLOSED_PIPE
         if self.signum is not None:
             return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
         return EXIT_ERRORS if self.causes else EXIT_OK
+
+    def no_answer_hint(self) -> str:
+        """What to do when no server answered any request: start the bundled
+        server where it can serve this URL (in the label's mode, at its port,
+        as the reader would type it). Elsewhere (REMOTE, an https or non-/flags
+        URL) it cannot help, and the hint only says where nothing answered."""
+        mode = BUNDLED_MODES.get(self.label)
+        if (port := bundled_port(self.base_url)) is not None:
+            return ('No server answered. Start the bundled one with: '
+                    f'{server_command(mode or "local", port)}')
+        where = f'No server answered at {printable_url(self.base_url)}'
+        if mode is not None:  # FLAGS2_<LABEL>_URL moved it where the bundled one cannot go
+            return (f'{where}; the bundled server serves only http://localhost:PORT/flags, '
+                    f'so none was started for {self.label}.')
+        return f'{where}.'
 
     def stopped_line(self, done: int, total: int) -> str | None:
         """'Interrupted by Ctrl-C: 12 of 194 codes done, ...', or None."""
         if self.advice:
             how = 'Stopped'
+        elif self.closed_pipe:
+            how = 'Stopped by a closed pipe'
         elif self.signum is not None:
             how = f'Interrupted by {signal_name(self.signum)}'
         else:

@@ -13,24 +13,40 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from flags2.options import printable_url
+
 # Beside this package both in a checkout and in site-packages (a wheel
 # installs flags_server.py as a top-level module).
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent / 'flags_server.py'
+# What an installed package has instead (pyproject.toml's [project.scripts]).
+SERVER_CONSOLE_SCRIPT = 'flags-server'
+# The one path the bundled server serves flags under.
+SERVER_PATH = '/flags'
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 # The labels the bundled server can stand in for, and its mode for each.
 BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
+# What each bundled mode does, for --help (flags_server.py's defaults; a test
+# keeps the two in step).
+MODE_WORDS = {
+    'local': 'answers at once',
+    'delay': 'waits 0.2 to 0.8 s before each answer',
+    'error': "waits like DELAY, then answers 25% of the flags with 418 I'm a Teapot",
+}
 
 
 class ServerStartError(Exception):
@@ -42,7 +58,66 @@ class ServerStartError(Exception):
 
     def __str__(self) -> str:
         return (f'{self.cause}. Free port {self.port}, or start the server by hand: '
-                f'python flags_server.py --mode {self.mode} --port {self.port}')
+                f'{server_command(self.mode, self.port)}')
+
+
+def servers_help(servers: Mapping[str, str], setting: str) -> str:
+    """What --help says of the servers: which labels the bundled server stands
+    in for and what each does, at the URLs this run would use."""
+    bundled = [label for label in servers if label in BUNDLED_MODES]
+    url = {label: printable_url(servers[label]) for label in servers}
+    modes = '; '.join(f'{label} ({url[label]}) {MODE_WORDS[BUNDLED_MODES[label]]}'
+                      for label in bundled)
+    others = [f'{label} ({url[label]})' for label in servers if label not in BUNDLED_MODES]
+    settings = [setting.format(label) for label in servers]
+    return (f'{and_list(bundled)} are the bundled flags server ({SERVER_SCRIPT.name}), '
+            'started for the run when nothing answers at its port, and stopped after it: '
+            f'{modes}. {and_list(others)} is not bundled: nothing is started for it. '
+            f'{and_list(settings)} move a label. HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and '
+            'NO_PROXY work as in httpx2.')
+
+
+def and_list(words: list[str]) -> str:
+    return ' and '.join(filter(None, [', '.join(words[:-1]), *words[-1:]]))
+
+
+def server_command(mode: str, port: int) -> str:
+    """The command that starts the bundled server for ``mode`` at ``port``, as the
+    reader in front of us would type it: the way they started this script.
+
+    A script run as a file (``python flags2_asyncio.py``) names flags_server.py
+    beside it, as they named theirs; a console script of an installed package
+    (``flags2-asyncio``) names the ``flags-server`` beside it. Otherwise (a
+    test, ``python -m``) the file this package was installed with.
+    """
+    args = f'--mode {mode} --port {port}'
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if started is not None and started.suffix == '.py':
+        beside = started.with_name(SERVER_SCRIPT.name)
+        if beside.is_file():
+            return f'{python_command()} {shlex.quote(str(beside))} {args}'
+    elif started is not None:
+        console = started.with_name(SERVER_CONSOLE_SCRIPT + started.suffix)  # .exe on Windows
+        if console.is_file():
+            return f'{on_path_as(SERVER_CONSOLE_SCRIPT, console)} {args}'
+    return f'{python_command()} {shlex.quote(str(SERVER_SCRIPT))} {args}'
+
+
+def python_command() -> str:
+    """``python`` when that is this interpreter (an active venv), else its path."""
+    return on_path_as('python', Path(sys.executable))
+
+
+def on_path_as(name: str, path: Path) -> str:
+    """``name`` if the shell finds ``path`` under it, else the path itself.
+
+    The paths are compared as they are, not resolved: a venv's python is a
+    link to the system's, which lacks the venv's packages.
+    """
+    found = shutil.which(name)
+    if found is not None and os.path.abspath(found) == os.path.abspath(path):
+        return name
+    return shlex.quote(str(path))
 
 
 @dataclass
@@ -163,16 +238,33 @@ def port_answers(host: str, port: int) -> bool:
         return False
 
 
+def bundled_port(base_url: str) -> int | None:
+    """The port at which the bundled server could serve ``base_url``, or None.
+
+    It speaks plain http, on loopback, at an explicit port, with its flags
+    under /flags: anything else it would answer with TLS errors or 404s.
+    """
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return None
+    if (parts.scheme != 'http' or parts.hostname not in LOOPBACK_NAMES
+            or parts.path.rstrip('/') != SERVER_PATH):
+        return None
+    return port
+
+
 @contextlib.contextmanager
 def bundled_server(base_url: str, mode: str | None) -> Iterator[FlagsServer | None]:
     """Start the bundled server in ``mode`` at ``base_url``'s port if nothing answers there.
 
-    Yields the server it started, or None when it started none (no mode, not
-    a loopback URL, or something already answers).
+    Yields the server it started, or None when it started none (no mode, a
+    URL the bundled server cannot serve, or something already answers).
     """
     parts = urlsplit(base_url)
-    host, port = parts.hostname or '', parts.port
-    if mode is None or port is None or host not in LOOPBACK_NAMES or port_answers(host, port):
+    host, port = parts.hostname or '', bundled_port(base_url)
+    if mode is None or port is None or port_answers(host, port):
         yield None
         return
     bind = 'localhost' if host == 'localhost' else host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from flags2.servers import (
     FlagsServer,
     bundled_server,
     port_answers,
+    python_command,
     running_server,
     start_server,
     stop_server,
@@ -132,7 +134,8 @@ def test_a_server_that_cannot_start_is_one_line_with_its_cause(variant: str,
     assert result.stderr.splitlines() == [
         '*** Could not start the bundled flags server: flags_server: cannot listen: '
         f'[Errno 98] Address already in use. Free port {port}, or start the server by '
-        f'hand: python flags_server.py --mode local --port {port}']
+        f'hand: {python_command()} {shlex.quote(str(ROOT / "flags_server.py"))} --mode local '
+        f'--port {port}']
     assert result.stdout == ''
     assert server_processes(port) == []
     assert list((tmp_path / 'downloaded').iterdir()) == []  # made when -o was checked

@@ -45,7 +45,7 @@ from flags2.failures import (
     error_cause,
     short_cause,
 )
-from flags2.servers import FlagsServer, running_server
+from flags2.servers import FlagsServer, running_server, server_command
 
 MODULES: dict[str, ModuleType] = {
     'sequential': flags2_sequential,
@@ -140,14 +140,15 @@ def test_each_fault_is_an_error_with_its_cause(kind: str, variant: str, run_main
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_no_server_means_connection_refused_and_a_hint(variant: str, run_main: Run,
                                                        tmp_path: Path) -> None:
-    url = f'http://127.0.0.1:{free_port()}/flags'
+    port = free_port()
+    url = f'http://127.0.0.1:{port}/flags'
     status, lines, err = run_main(variant, '-v', '-s', url, '-o', str(tmp_path), 'BR', 'CN')
     assert status == 1
     assert sorted(line for line in lines if ' error: ' in line) == [
         'BR error: connection refused', 'CN error: connection refused']
     assert 'errors: 2 connection refused' in lines
-    assert err.splitlines() == [
-        '*** No server answered. Start the bundled one with: python flags_server.py']
+    assert err.splitlines() == [  # tests/test_hints.py runs the command it names
+        f'*** No server answered. Start the bundled one with: {server_command("local", port)}']
     assert list(tmp_path.iterdir()) == []
 
 

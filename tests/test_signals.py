@@ -3,6 +3,7 @@ any instant of an interruption the report counts exactly the flags on disk."""
 
 from __future__ import annotations
 
+import importlib
 import random
 import re
 import signal
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EVERY_VARIANT, STOP_GOAL, assert_valid_gifs, free_port, server_processes, start
+from flags2_common import main
+from flags2_compare import variant_script
 
+from flags2.runs import STOP_SIGNALS
 from flags2.servers import FlagsServer, port_answers
 
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends POSIX signals')
@@ -113,3 +117,27 @@ def test_files_match_the_count_whenever_the_signal_comes(
         out, err, _ = finish(proc, time.perf_counter())
         assert proc.returncode in (0, 128 + signum), (out, err)  # 0: it ended first
         assert_count_matches_files(out, err, dest)
+
+
+@pytest.mark.parametrize('variant', EVERY_VARIANT)
+def test_main_in_process_gives_back_the_signal_handlers(
+        variant: str, local_server: FlagsServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Called in-process (a test, a notebook), main leaves the caller's handlers as
+    it found them: its own would stop a run that is over at the caller's next Ctrl-C."""
+    module = importlib.import_module(variant_script(variant).stem)
+
+    def callers(signum: int, frame: object) -> None:
+        raise AssertionError('no signal is sent')
+
+    previous = {signum: signal.signal(signum, callers) for signum in STOP_SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(module.download_many, module.DEFAULT_CONCUR_REQ, module.MAX_CONCUR_REQ,
+                 ['-s', local_server.url, '-o', str(tmp_path), 'BR'])
+        left = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert exit_info.value.code == 0, capsys.readouterr()
+    assert left == dict.fromkeys(STOP_SIGNALS, callers), f'still installed: {left}'
