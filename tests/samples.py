@@ -10,17 +10,19 @@ is compared:
   blocks whose info string is empty or ``console``; a block marked ``text`` is shown but
   not run (a Ctrl-C run, a run that needs a folder or a server set up by hand, a table
   of timings), and the text around it says so.
-- Each command runs exactly as written (``python`` is this interpreter), in a fresh
-  temporary folder, with COLUMNS=80, alone against a server of its own: every label it
-  names with ``-s`` is moved (FLAGS2_LOCAL_URL, FLAGS2_DELAY_URL, FLAGS2_ERROR_URL) to a
-  bundled server this test starts on an ephemeral port, with that mode and the default
-  workload, so the delays, failures and peak are the sample's; the other labels point
-  at a port where nothing listens.
+- Each command runs exactly as written (``python`` is this interpreter, first on PATH as
+  in an activated venv), in a fresh temporary folder, with COLUMNS=80, alone against a
+  server of its own: every label it names with ``-s`` is moved (FLAGS2_LOCAL_URL,
+  FLAGS2_DELAY_URL, FLAGS2_ERROR_URL) to a bundled server this test starts on an
+  ephemeral port, with that mode and the default workload, so the delays, failures and
+  peak are the sample's; the other labels point at a port where nothing listens.
 - Normalised, in the sample and in the real output alike, and nothing else: the port
-  number in URLs and in "on port N"; the "Started the bundled flags server" line (it is
-  printed only when nothing listened on the label's port, which depends on the reader's
-  machine, never on the code); the seconds of "Elapsed time"; the progress bar (drawn on
-  stderr: a bar in the sample must end at the same count, ``n/total``, as the real one).
+  number in URLs and in "on port N"; the checkout's folder in a printed path (a reader
+  in the checkout types ``flags_server.py``, the test names the file); the "Started the
+  bundled flags server" line (it is printed only when nothing listened on the label's
+  port, which depends on the reader's machine, never on the code); the seconds of
+  "Elapsed time"; the progress bar (drawn on stderr: a bar in the sample must end at the
+  same count, ``n/total``, as the real one).
 - Compared: the exit status, and every other line in order, stdout then stderr. The
   per-code ``-v`` lines (``CC OK``, ``CC not found``, ``CC error: …``) keep their place
   among the other lines and are compared as a multiset (every line, with its repeats,
@@ -72,6 +74,12 @@ class Sample:
     @property
     def script(self) -> str:
         return self.argv[1]
+
+    @property
+    def alone(self) -> bool:
+        """Run before the others, one at a time: many connections opened at once, or
+        an outcome that depends on time (--timeout against the delays)."""
+        return self.max_req() >= HEAVY or '--timeout' in self.argv
 
     def max_req(self) -> int:
         """The -m the command asks for (0 when it leaves the default)."""
@@ -152,7 +160,8 @@ def run_all(samples: list[Sample], workdir: Path, workers: int = 8) -> list[Real
         try:
             for label in sample.labels:
                 servers.append(start_server(LABELS[label], bind='localhost'))
-            env = {**os.environ, 'COLUMNS': '80'}
+            path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')])
+            env = {**os.environ, 'COLUMNS': '80', 'PATH': path}
             for label in LABELS:
                 env[f'FLAGS2_{label}_URL'] = f'http://localhost:{unused_port()}/flags'
             for label, server in zip(sample.labels, servers, strict=True):
@@ -168,10 +177,10 @@ def run_all(samples: list[Sample], workdir: Path, workers: int = 8) -> list[Real
     # A run with many connections opens them all in its first fraction of a second;
     # alone, it is not slowed by the others, and its peak is the sample's.
     numbered = list(enumerate(samples))
-    heavy = [(n, s) for n, s in numbered if s.max_req() >= HEAVY]
+    heavy = [(n, s) for n, s in numbered if s.alone]
     results = {n: run((n, s)) for n, s in heavy}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        light = [(n, s) for n, s in numbered if s.max_req() < HEAVY]
+        light = [(n, s) for n, s in numbered if not s.alone]
         results.update(zip([n for n, _ in light], pool.map(run, light), strict=True))
     return [results[n] for n, _ in numbered]
 
@@ -187,6 +196,7 @@ def unused_port() -> int:
 # ---------------------------------------------------------------- comparing
 
 def normalise(line: str) -> str:
+    line = line.replace(f'{ROOT}{os.sep}', '')
     line = re.sub(r'\b(localhost|127\.0\.0\.1):\d+', r'\1:PORT', line.rstrip())
     line = re.sub(r'\bon port \d+', 'on port PORT', line)
     return re.sub(r'^Elapsed time: \d+\.\d+s$', 'Elapsed time: SECONDSs', line)
