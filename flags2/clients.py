@@ -27,6 +27,8 @@ response as the book does (``resp.content``):
   server trickling a byte at a time never times out. A request (with its
   redirects and its body) ends by ``timeout`` seconds after it started, as
   an ``httpx2.ReadTimeout``;
+- every URL (a redirect's too) passes the checks of a base URL, before it
+  is sent (``check_url``);
 - every body (a redirect's too) passes ``failures.BodyCheck``: at most 1 MiB
   once decoded, a GIF where a flag was asked; the transport inflates content
   codings itself, a step at a time, and hands httpx2 the decoded bytes;
@@ -53,6 +55,7 @@ from typing import Any, Generic, TypeVar
 import httpx2
 
 from flags2.failures import BadFlagError, BodyCheck
+from flags2.options import url_problem
 from flags2.runs import Run, RunStopped, current_run
 
 SHARD_SIZE = 4
@@ -296,6 +299,17 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
             self.release()
 
 
+def check_url(request: httpx2.Request) -> None:
+    """Refuse a URL that could not be a base URL (``options.url_problem``): the
+    base URL was checked before the run, a redirect's target is checked here.
+
+    A redirect hop has the flag's deadline already: its words say redirect.
+    """
+    if problem := url_problem(str(request.url)):
+        what = 'bad redirect: the new URL' if DEADLINE in request.extensions else 'bad URL: the URL'
+        raise BadFlagError(f'{what} {problem}', request)
+
+
 def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
     """What a request cut at its deadline raises: a read timeout, as httpx2's own."""
     return httpx2.ReadTimeout('the whole request took longer than its timeout',
@@ -321,6 +335,7 @@ class ShardedTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         self.run.bind_thread()  # save_flag, later in this thread, finds the run
+        check_url(request)
         deadline = request.extensions.setdefault(DEADLINE, time.monotonic() + self.timeout)
         if time.monotonic() >= deadline:  # a redirect after the time was up
             raise timed_out(request)
@@ -370,6 +385,7 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
                                   timeout=self.timeout)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        check_url(request)
         loop = asyncio.get_running_loop()
         deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
         _, shard, release = self.shards.pick()

@@ -29,7 +29,8 @@ T = TypeVar('T')
 
 
 class BadFlagError(httpx2.HTTPError):
-    """A response we refuse to save: not a GIF, or too large.
+    """A response we refuse to save: not a GIF, too large, or redirecting to a
+    URL we refuse to ask (one no base URL could be).
 
     A subclass of httpx2.HTTPError carrying its request, so the variants
     handle it (and recover its URL) like every other download failure.

@@ -95,39 +95,50 @@ def check_base_url(url: str) -> None:
     found" instead of one clear error.
     """
     shown = printable_url(url)
-    scheme, _, rest = url.partition('://')
-    if scheme.lower() not in ('http', 'https'):
-        raise UsageError(f'server URL {shown!r} must start with http:// or https://')
-    if bad := next((c for c in url if not URL_CHARS.fullmatch(c)), None):
-        raise UsageError(f'server URL {shown!r} has {bad!r}, which a URL cannot hold '
-                         'unescaped')
+    if problem := url_problem(url):
+        raise UsageError(f'server URL {shown!r} {problem}')
     if '?' in url or '#' in url:
         raise UsageError(f'server URL {shown!r} has a query or fragment; '
                          'a base URL ends with its path')
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched, in words that follow it ('has no host'); None if it can.
+
+    The checks of a base URL, and of every URL a run's clients send, so a
+    redirect's too: left to the HTTP stack, a host name no resolver takes
+    (an empty label, one over 63 characters) ends in a UnicodeError, and a
+    port over 65535 in an OverflowError, or taken modulo 65536.
+    """
+    scheme, _, rest = url.partition('://')
+    if scheme.lower() not in ('http', 'https'):
+        return 'must start with http:// or https://'
+    if bad := next((c for c in url if not URL_CHARS.fullmatch(c)), None):
+        return f'has {bad!r}, which a URL cannot hold unescaped'
     if BAD_ESCAPE.search(url):
-        raise UsageError(f'server URL {shown!r} has a % not followed by two hex digits')
-    authority = rest.partition('/')[0]
+        return 'has a % not followed by two hex digits'
+    authority = re.split(r'[/?#]', rest, maxsplit=1)[0]
     if authority.count('@') > 1:
-        raise UsageError(f'server URL {shown!r} has more than one @: write an @ in a '
-                         'user name or password as %40')
+        return 'has more than one @: write an @ in a user name or password as %40'
     parts = AUTHORITY.fullmatch(authority)
     if parts is None:
-        raise UsageError(f'server URL {shown!r} has a bad host: write an IPv6 address in '
-                         'brackets, like http://[::1]:8000/flags')
+        return ('has a bad host: write an IPv6 address in brackets, like '
+                'http://[::1]:8000/flags')
     host, port = parts['host'], parts['port']
     if not host:
-        raise UsageError(f'server URL {shown!r} has no host')
+        return 'has no host'
     if host.startswith('['):
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise UsageError(f'server URL {shown!r} has a bad IPv6 address: '
-                             f'{host}') from None
+            return f'has a bad IPv6 address: {host}'
     elif not REG_NAME.fullmatch(host):
-        raise UsageError(f'server URL {shown!r} has a bad host: {host!r}')
+        return f'has a bad host: {host!r}'
+    elif not all(0 < len(label) < 64 for label in host.removesuffix('.').split('.')):
+        return 'has a bad host name: a part between dots is empty or over 63 characters'
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise UsageError(f'server URL {shown!r} has a bad port: {port!r} '
-                         '(a number from 1 to 65535)')
+        return f'has a bad port: {port!r} (a number from 1 to 65535)'
+    return None
 
 
 def printable_url(url: str) -> str:
