@@ -34,7 +34,10 @@ response as the book does (``resp.content``):
   codings itself, a step at a time, and hands httpx2 the decoded bytes;
 - a stopping run cuts requests short: in the main thread at once (the
   run's signal handler raises), in worker threads by shutting their sockets
-  down; either way the request raises ``runs.RunStopped``.
+  down; either way the request raises ``runs.RunStopped``;
+- a kept-alive connection carries nothing from one answer to the next: one
+  that holds bytes past a complete answer is closed, and a GET that meets
+  one the server closed while it was idle goes again on a new connection.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx2
 
-from flags2.failures import BadFlagError, BodyCheck
+from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
 from flags2.options import url_problem
 from flags2.runs import Run, RunStopped, current_run
 
@@ -345,7 +348,7 @@ class ShardedTransport(httpx2.BaseTransport):
         watch = self.deadlines.watch(deadline, line, request)
         try:
             with self.run.interruptible():
-                response = shard.send(request, stream=True)
+                response = self.send(shard, request, line, watch)
         except BaseException as exc:
             watch.end()
             release()
@@ -365,6 +368,19 @@ class ShardedTransport(httpx2.BaseTransport):
         assert isinstance(response.stream, httpx2.SyncByteStream)
         response.stream = CheckedStream(response.stream, body, release, watch, self.run)
         return response
+
+    def send(self, shard: httpx2.Client, request: httpx2.Request, line: Line,
+             watch: Watch) -> httpx2.Response:
+        """Send on the shard's one connection: a GET that met it closed by the server
+        goes once more, on a new one (not when the deadline or a stop closed it)."""
+        line.attempt = attempt = Attempt()
+        try:
+            return shard.send(request, stream=True)
+        except httpx2.TransportError as exc:
+            if watch.fired or self.run.stopping or not attempt.met_closed(request, exc):
+                raise
+        line.attempt = Attempt()
+        return shard.send(request, stream=True)
 
     def close(self) -> None:
         """Close every connection, ending reads that other threads still wait on."""
@@ -388,10 +404,10 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         check_url(request)
         loop = asyncio.get_running_loop()
         deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
-        _, shard, release = self.shards.pick()
+        index, shard, release = self.shards.pick()
         try:
             async with asyncio.timeout_at(deadline):
-                response = await shard.send(request, stream=True)
+                response = await self.send(shard, request, self.shards.sizes[index])
         except BaseException as exc:
             release()
             if isinstance(exc, TimeoutError):
@@ -407,9 +423,61 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         response.stream = AsyncCheckedStream(response.stream, body, release)
         return response
 
+    async def send(self, shard: httpx2.AsyncClient, request: httpx2.Request,
+                   size: int) -> httpx2.Response:
+        """Send on the shard of ``size`` connections: a GET that met a kept-alive one
+        closed by the server goes again. The pool may hand it another idle one
+        (a server that stops closes them all); each such try drops one, so the
+        last of ``size`` + 1 tries opens a new connection."""
+        for _ in range(size):
+            attempt = Attempt()
+            request.extensions['trace'] = attempt.atrace
+            try:
+                return await shard.send(request, stream=True)
+            except httpx2.TransportError as exc:
+                if not attempt.met_closed(request, exc):
+                    raise
+        request.extensions['trace'] = Attempt().atrace
+        return await shard.send(request, stream=True)
+
     async def aclose(self) -> None:
         for shard in self.shards.all():
             await shard.aclose()
+
+
+# ------------------------------------------------- kept-alive connections
+
+ANSWERED = 'http11.receive_response_headers.complete'
+
+
+class Attempt:
+    """What httpcore2's documented ``trace`` request extension tells of one try
+    at sending a request: whether it opened a connection, whether a response
+    head came back."""
+
+    def __init__(self) -> None:
+        self.connected = self.answered = False
+
+    def seen(self, event: str) -> None:
+        if event in CONNECTED:
+            self.connected = True
+        elif event == ANSWERED:
+            self.answered = True
+
+    async def atrace(self, event: str, info: dict[str, Any]) -> None:
+        self.seen(event)
+
+    def met_closed(self, request: httpx2.Request, exc: httpx2.TransportError) -> bool:
+        """Whether a GET went out on a kept-alive connection that the server had
+        closed (its idle timeout, say), so it may safely go again on a new one.
+
+        The server closed or reset the connection before a response head came.
+        A part of a head cannot be told from none (httpcore2 says 'Server
+        disconnected without sending a response' for both); RFC 9112 (9.3.1)
+        lets a client retry an idempotent request either way.
+        """
+        return (request.method == 'GET' and not self.connected and not self.answered
+                and closed_unanswered(exc))
 
 
 # ------------------------------------------- deadlines in the sync variants
@@ -426,8 +494,10 @@ class Line:
         self.sockets = sockets
         self.sock: socket.socket | None = None
         self.watch: Watch | None = None  # of the request on it now
+        self.attempt = Attempt()  # of the request on it now
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
+        self.attempt.seen(event)
         if event not in CONNECTED:
             return
         sock = info['return_value'].get_extra_info('socket')

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
 from typing import Any, NoReturn, TypeVar
 
+import h11
 import httpx2
 
 MAX_FLAG_BYTES = 1024 * 1024
@@ -216,10 +217,10 @@ def timeout_text(exc: httpx2.TimeoutException) -> str:
 
 
 NO_FILE_ERRNOS = (errno.EMFILE, errno.ENFILE)
+RESET_ERRNOS = (errno.ECONNRESET, errno.EPIPE)
 OS_ERROR_CAUSES = {
     errno.ECONNREFUSED: 'connection refused',
-    errno.ECONNRESET: 'connection reset',
-    errno.EPIPE: 'connection reset',
+    **dict.fromkeys(RESET_ERRNOS, 'connection reset'),
     **dict.fromkeys(NO_FILE_ERRNOS, 'too many open files'),
 }
 NO_THREAD_ADVICE = 'No thread to start: lower -m, or give the process more memory.'
@@ -247,6 +248,19 @@ def os_error_cause(exc: BaseException) -> str | None:
         if isinstance(seen, OSError) and seen.errno in OS_ERROR_CAUSES:
             return OS_ERROR_CAUSES[seen.errno]
     return None
+
+
+def closed_unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server closed or reset the connection, rather than
+    answered: a RemoteProtocolError that h11 did not raise (httpcore2's own, for
+    an end of stream where a response head should be), or a reset.
+    """
+    for seen in chain(exc):
+        if isinstance(seen, h11.RemoteProtocolError):  # bytes came, and were wrong
+            return False
+        if isinstance(seen, OSError) and seen.errno in RESET_ERRNOS:
+            return True
+    return isinstance(exc, httpx2.RemoteProtocolError)
 
 
 def raised_by_thread_start(exc: BaseException) -> bool:
