@@ -24,13 +24,13 @@ class HandmadeServer:
     as the client does: each request for /flags/... gets what ``script`` gives
     for it, any other a 404.
 
-    ``connections`` counts the connections accepted; ``paths`` lists what was asked.
+    ``asked`` lists each request for /flags/... with the number of its connection.
     """
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.connections = 0
-        self.paths: list[str] = []
+        self.accepted = 0
+        self.asked: list[tuple[int, str]] = []
         self.lock = threading.Lock()
         self.listener = socket.create_server(('127.0.0.1', 0), backlog=128)
         self.port = self.listener.getsockname()[1]
@@ -45,10 +45,21 @@ class HandmadeServer:
             except OSError:  # closed: the test is over
                 return
             with self.lock:
-                self.connections += 1
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+                self.accepted += 1
+                number = self.accepted
+            threading.Thread(target=self.serve, args=(conn, number), daemon=True).start()
 
-    def serve(self, conn: socket.socket) -> None:
+    @property
+    def paths(self) -> list[str]:
+        return [path for _, path in self.asked]
+
+    @property
+    def connections(self) -> int:
+        """How many connections asked for /flags/...: a run asks a bundled server's
+        /stats on a connection of its own."""
+        return len({number for number, _ in self.asked})
+
+    def serve(self, conn: socket.socket, connection: int) -> None:
         with conn, contextlib.suppress(OSError):  # the client may leave at any time
             conn.settimeout(10)
             pending = b''
@@ -60,11 +71,11 @@ class HandmadeServer:
                     pending += data
                 head, _, pending = pending.partition(b'\r\n\r\n')
                 path = head.split(b' ')[1].decode()
-                with self.lock:
-                    self.paths.append(path)
                 if not path.startswith('/flags/'):  # a run asks a bundled server for /stats
                     conn.sendall(answer('404 Not Found'))
                     continue
+                with self.lock:
+                    self.asked.append((connection, path))
                 reply = self.script(path, number)
                 if reply == RESET:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
