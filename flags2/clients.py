@@ -53,15 +53,16 @@ import time
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import h11
-import httpcore2
 import httpx2
 
 from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
 from flags2.options import url_problem
 from flags2.runs import Run, RunStopped, current_run
+
+if TYPE_CHECKING:  # at run time loaded with the HTTP stack, once a run starts
+    import httpcore2
 
 SHARD_SIZE = 4
 # A GIF gains nothing from compression; asking for none keeps a server from
@@ -264,9 +265,11 @@ class CheckedStream(httpx2.SyncByteStream):
         yield from self.body.end()
 
     def close(self) -> None:
+        from httpcore2 import HTTP11Connection  # loaded: the response came through it
+
         try:
             self.stream.close()
-            if overfull := holding_excess(self.stream, httpcore2.HTTP11Connection):
+            if overfull := holding_excess(self.stream, HTTP11Connection):
                 overfull.close()
         finally:
             if self.watch is not None:
@@ -300,9 +303,11 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
+        from httpcore2 import AsyncHTTP11Connection  # loaded: the response came through it
+
         try:
             await self.stream.aclose()
-            if overfull := holding_excess(self.stream, httpcore2.AsyncHTTP11Connection):
+            if overfull := holding_excess(self.stream, AsyncHTTP11Connection):
                 await overfull.aclose()
         finally:
             self.release()
@@ -319,12 +324,15 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
 # httpcore2's pool and HTTP/1.1 streams, its HTTP/1.1 connection, h11.
 # tests/test_keep_alive.py fails if the path moves.
 H11_PATH = ('_stream', '_httpcore_stream', '_stream', '_connection', '_h11_state')
-Connection = TypeVar('Connection', httpcore2.HTTP11Connection, httpcore2.AsyncHTTP11Connection)
+Connection = TypeVar('Connection', 'httpcore2.HTTP11Connection',
+                      'httpcore2.AsyncHTTP11Connection')
 
 
 def holding_excess(stream: object, kind: type[Connection]) -> Connection | None:
     """The connection under a finished response's ``stream``, if it is kept alive
     with bytes past that response; None otherwise (or if the path moved)."""
+    import h11  # loaded: the response came through it
+
     path = [stream]
     for name in H11_PATH:
         path.append(getattr(path[-1], name, None))

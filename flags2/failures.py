@@ -21,7 +21,6 @@ from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
 from typing import Any, NoReturn, TypeVar
 
-import h11
 import httpx2
 
 MAX_FLAG_BYTES = 1024 * 1024
@@ -255,6 +254,8 @@ def closed_unanswered(exc: BaseException) -> bool:
     answered: a RemoteProtocolError that h11 did not raise (httpcore2's own, for
     an end of stream where a response head should be), or a reset.
     """
+    import h11  # loaded with the HTTP stack, once a run starts: not at import
+
     for seen in chain(exc):
         if isinstance(seen, h11.RemoteProtocolError):  # bytes came, and were wrong
             return False
