@@ -319,10 +319,11 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
 # shows them (``trailing_data``, public), but no public API of httpx2 or
 # httpcore2 leads to the h11 connection: the sockets are empty, so a
 # readable check (httpcore2 makes one before reusing a connection) sees
-# nothing. These private names do, the only such path in flags2, from the
-# stream a shard's response has: httpx2's client and transport streams,
-# httpcore2's pool and HTTP/1.1 streams, its HTTP/1.1 connection, h11.
-# tests/test_keep_alive.py fails if the path moves.
+# nothing. These private names do (with runs.ANYIO_ASYNCIO_BACKEND, the only
+# ones of a dependency in flags2), from the stream of a shard's response:
+# httpx2's client and transport streams, httpcore2's pool and HTTP/1.1
+# streams, its HTTP/1.1 connection, h11. tests/test_keep_alive.py fails if
+# the path moves.
 H11_PATH = ('_stream', '_httpcore_stream', '_stream', '_connection', '_h11_state')
 Connection = TypeVar('Connection', 'httpcore2.HTTP11Connection',
                       'httpcore2.AsyncHTTP11Connection')

@@ -16,8 +16,9 @@ import pytest
 from handmade import Answer, answer, code_of, handmade_server, head
 from test_hostile import MARGIN, elapsed, run_measured
 
-from conftest import EVERY_VARIANT, VARIANTS, run_variant, saved_codes
+from conftest import EVERY_VARIANT, VARIANTS, fetch_flag, run_variant, saved_codes
 
+from flags2.failures import BadFlagError
 from flags2.servers import FlagsServer
 from flags2.wire import gzip_bomb
 
@@ -117,3 +118,12 @@ def test_every_hop_of_a_redirect_chain_shares_the_flags_deadline(variant: str,
                              '-o', str(tmp_path), 'BR', cwd=tmp_path, timeout=30)
     assert f'BR error: timed out after {TIMEOUT:g} s' in result.lines, result.stdout
     assert elapsed(result.lines) < TIMEOUT + 2 * MARGIN + 0.2
+
+
+def test_a_url_no_base_url_may_have_is_refused_before_it_is_sent() -> None:
+    """Not only a redirect's: a request the run's client is handed is checked too.
+    Was: a UnicodeError, from the resolver."""
+    with pytest.raises(BadFlagError) as info:
+        fetch_flag('http://a..b/flags/br/br.gif', 1.0)
+    assert str(info.value) == ('bad URL: the URL has a bad host name: a part between dots '
+                               'is empty or over 63 characters')
