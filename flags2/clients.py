@@ -27,12 +27,17 @@ response as the book does (``resp.content``):
   server trickling a byte at a time never times out. A request (with its
   redirects and its body) ends by ``timeout`` seconds after it started, as
   an ``httpx2.ReadTimeout``;
+- every URL (a redirect's too) passes the checks of a base URL, before it
+  is sent (``check_url``);
 - every body (a redirect's too) passes ``failures.BodyCheck``: at most 1 MiB
   once decoded, a GIF where a flag was asked; the transport inflates content
   codings itself, a step at a time, and hands httpx2 the decoded bytes;
 - a stopping run cuts requests short: in the main thread at once (the
   run's signal handler raises), in worker threads by shutting their sockets
-  down; either way the request raises ``runs.RunStopped``.
+  down; either way the request raises ``runs.RunStopped``;
+- a kept-alive connection carries nothing from one answer to the next: one
+  that holds bytes past a complete answer is closed, and a GET that meets
+  one the server closed while it was idle goes again on a new connection.
 """
 
 from __future__ import annotations
@@ -48,12 +53,16 @@ import time
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx2
 
-from flags2.failures import BadFlagError, BodyCheck
+from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
+from flags2.options import url_problem
 from flags2.runs import Run, RunStopped, current_run
+
+if TYPE_CHECKING:  # at run time loaded with the HTTP stack, once a run starts
+    import httpcore2
 
 SHARD_SIZE = 4
 # A GIF gains nothing from compression; asking for none keeps a server from
@@ -256,8 +265,12 @@ class CheckedStream(httpx2.SyncByteStream):
         yield from self.body.end()
 
     def close(self) -> None:
+        from httpcore2 import HTTP11Connection  # loaded: the response came through it
+
         try:
             self.stream.close()
+            if overfull := holding_excess(self.stream, HTTP11Connection):
+                overfull.close()
         finally:
             if self.watch is not None:
                 self.watch.end()
@@ -290,10 +303,56 @@ class AsyncCheckedStream(httpx2.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
+        from httpcore2 import AsyncHTTP11Connection  # loaded: the response came through it
+
         try:
             await self.stream.aclose()
+            if overfull := holding_excess(self.stream, AsyncHTTP11Connection):
+                await overfull.aclose()
         finally:
             self.release()
+
+
+# httpcore2 puts a kept-alive connection back in its pool without looking at
+# what h11 read past the response: with the next request, those bytes are
+# taken for its response (an extra answer was saved as the next flag). h11
+# shows them (``trailing_data``, public), but no public API of httpx2 or
+# httpcore2 leads to the h11 connection: the sockets are empty, so a
+# readable check (httpcore2 makes one before reusing a connection) sees
+# nothing. These private names do (with runs.ANYIO_ASYNCIO_BACKEND, the only
+# ones of a dependency in flags2), from the stream of a shard's response:
+# httpx2's client and transport streams, httpcore2's pool and HTTP/1.1
+# streams, its HTTP/1.1 connection, h11. tests/test_keep_alive.py fails if
+# the path moves.
+H11_PATH = ('_stream', '_httpcore_stream', '_stream', '_connection', '_h11_state')
+Connection = TypeVar('Connection', 'httpcore2.HTTP11Connection',
+                      'httpcore2.AsyncHTTP11Connection')
+
+
+def holding_excess(stream: object, kind: type[Connection]) -> Connection | None:
+    """The connection under a finished response's ``stream``, if it is kept alive
+    with bytes past that response; None otherwise (or if the path moved)."""
+    import h11  # loaded: the response came through it
+
+    path = [stream]
+    for name in H11_PATH:
+        path.append(getattr(path[-1], name, None))
+    connection, state = path[-2:]
+    if (isinstance(connection, kind) and connection.is_idle()
+            and isinstance(state, h11.Connection) and state.trailing_data[0]):
+        return connection
+    return None
+
+
+def check_url(request: httpx2.Request) -> None:
+    """Refuse a URL that could not be a base URL (``options.url_problem``): the
+    base URL was checked before the run, a redirect's target is checked here.
+
+    A redirect hop has the flag's deadline already: its words say redirect.
+    """
+    if problem := url_problem(str(request.url)):
+        what = 'bad redirect: the new URL' if DEADLINE in request.extensions else 'bad URL: the URL'
+        raise BadFlagError(f'{what} {problem}', request)
 
 
 def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
@@ -321,6 +380,7 @@ class ShardedTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         self.run.bind_thread()  # save_flag, later in this thread, finds the run
+        check_url(request)
         deadline = request.extensions.setdefault(DEADLINE, time.monotonic() + self.timeout)
         if time.monotonic() >= deadline:  # a redirect after the time was up
             raise timed_out(request)
@@ -330,7 +390,7 @@ class ShardedTransport(httpx2.BaseTransport):
         watch = self.deadlines.watch(deadline, line, request)
         try:
             with self.run.interruptible():
-                response = shard.send(request, stream=True)
+                response = self.send(shard, request, line, watch)
         except BaseException as exc:
             watch.end()
             release()
@@ -351,6 +411,19 @@ class ShardedTransport(httpx2.BaseTransport):
         response.stream = CheckedStream(response.stream, body, release, watch, self.run)
         return response
 
+    def send(self, shard: httpx2.Client, request: httpx2.Request, line: Line,
+             watch: Watch) -> httpx2.Response:
+        """Send on the shard's one connection: a GET that met it closed by the server
+        goes once more, on a new one (not when the deadline or a stop closed it)."""
+        line.attempt = attempt = Attempt()
+        try:
+            return shard.send(request, stream=True)
+        except httpx2.TransportError as exc:
+            if watch.fired or self.run.stopping or not attempt.met_closed(request, exc):
+                raise
+        line.attempt = Attempt()
+        return shard.send(request, stream=True)
+
     def close(self) -> None:
         """Close every connection, ending reads that other threads still wait on."""
         self.sockets.shut_down()
@@ -370,12 +443,13 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
                                   timeout=self.timeout)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        check_url(request)
         loop = asyncio.get_running_loop()
         deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
-        _, shard, release = self.shards.pick()
+        index, shard, release = self.shards.pick()
         try:
             async with asyncio.timeout_at(deadline):
-                response = await shard.send(request, stream=True)
+                response = await self.send(shard, request, self.shards.sizes[index])
         except BaseException as exc:
             release()
             if isinstance(exc, TimeoutError):
@@ -391,9 +465,61 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         response.stream = AsyncCheckedStream(response.stream, body, release)
         return response
 
+    async def send(self, shard: httpx2.AsyncClient, request: httpx2.Request,
+                   size: int) -> httpx2.Response:
+        """Send on the shard of ``size`` connections: a GET that met a kept-alive one
+        closed by the server goes again. The pool may hand it another idle one
+        (a server that stops closes them all); each such try drops one, so the
+        last of ``size`` + 1 tries opens a new connection."""
+        for _ in range(size):
+            attempt = Attempt()
+            request.extensions['trace'] = attempt.atrace
+            try:
+                return await shard.send(request, stream=True)
+            except httpx2.TransportError as exc:
+                if not attempt.met_closed(request, exc):
+                    raise
+        request.extensions['trace'] = Attempt().atrace
+        return await shard.send(request, stream=True)
+
     async def aclose(self) -> None:
         for shard in self.shards.all():
             await shard.aclose()
+
+
+# ------------------------------------------------- kept-alive connections
+
+ANSWERED = 'http11.receive_response_headers.complete'
+
+
+class Attempt:
+    """What httpcore2's documented ``trace`` request extension tells of one try
+    at sending a request: whether it opened a connection, whether a response
+    head came back."""
+
+    def __init__(self) -> None:
+        self.connected = self.answered = False
+
+    def seen(self, event: str) -> None:
+        if event in CONNECTED:
+            self.connected = True
+        elif event == ANSWERED:
+            self.answered = True
+
+    async def atrace(self, event: str, info: dict[str, Any]) -> None:
+        self.seen(event)
+
+    def met_closed(self, request: httpx2.Request, exc: httpx2.TransportError) -> bool:
+        """Whether a GET went out on a kept-alive connection that the server had
+        closed (its idle timeout, say), so it may safely go again on a new one.
+
+        The server closed or reset the connection before a response head came.
+        A part of a head cannot be told from none (httpcore2 says 'Server
+        disconnected without sending a response' for both); RFC 9112 (9.3.1)
+        lets a client retry an idempotent request either way.
+        """
+        return (request.method == 'GET' and not self.connected and not self.answered
+                and closed_unanswered(exc))
 
 
 # ------------------------------------------- deadlines in the sync variants
@@ -410,8 +536,10 @@ class Line:
         self.sockets = sockets
         self.sock: socket.socket | None = None
         self.watch: Watch | None = None  # of the request on it now
+        self.attempt = Attempt()  # of the request on it now
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
+        self.attempt.seen(event)
         if event not in CONNECTED:
             return
         sock = info['return_value'].get_extra_info('socket')

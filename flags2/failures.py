@@ -29,7 +29,8 @@ T = TypeVar('T')
 
 
 class BadFlagError(httpx2.HTTPError):
-    """A response we refuse to save: not a GIF, or too large.
+    """A response we refuse to save: not a GIF, too large, or redirecting to a
+    URL we refuse to ask (one no base URL could be).
 
     A subclass of httpx2.HTTPError carrying its request, so the variants
     handle it (and recover its URL) like every other download failure.
@@ -215,10 +216,10 @@ def timeout_text(exc: httpx2.TimeoutException) -> str:
 
 
 NO_FILE_ERRNOS = (errno.EMFILE, errno.ENFILE)
+RESET_ERRNOS = (errno.ECONNRESET, errno.EPIPE)
 OS_ERROR_CAUSES = {
     errno.ECONNREFUSED: 'connection refused',
-    errno.ECONNRESET: 'connection reset',
-    errno.EPIPE: 'connection reset',
+    **dict.fromkeys(RESET_ERRNOS, 'connection reset'),
     **dict.fromkeys(NO_FILE_ERRNOS, 'too many open files'),
 }
 NO_THREAD_ADVICE = 'No thread to start: lower -m, or give the process more memory.'
@@ -246,6 +247,21 @@ def os_error_cause(exc: BaseException) -> str | None:
         if isinstance(seen, OSError) and seen.errno in OS_ERROR_CAUSES:
             return OS_ERROR_CAUSES[seen.errno]
     return None
+
+
+def closed_unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server closed or reset the connection, rather than
+    answered: a RemoteProtocolError that h11 did not raise (httpcore2's own, for
+    an end of stream where a response head should be), or a reset.
+    """
+    import h11  # loaded with the HTTP stack, once a run starts: not at import
+
+    for seen in chain(exc):
+        if isinstance(seen, h11.RemoteProtocolError):  # bytes came, and were wrong
+            return False
+        if isinstance(seen, OSError) and seen.errno in RESET_ERRNOS:
+            return True
+    return isinstance(exc, httpx2.RemoteProtocolError)
 
 
 def raised_by_thread_start(exc: BaseException) -> bool:

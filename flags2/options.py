@@ -144,21 +144,35 @@ def base_url_problem(url: str) -> str | None:
     or a fragment, or a quietly re-escaped path, and report every flag "not
     found" instead of one clear error.
     """
+    if problem := url_problem(url):
+        return problem
+    if '?' in url or '#' in url:
+        return 'has a query or fragment; a base URL ends with its path'
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched, in words that follow it ('has no host'); None if it can.
+
+    The checks of a base URL but its query, and of every URL a run's clients
+    send, so a redirect's too: left to the HTTP stack, a host name no resolver
+    takes (an empty label, one over 63 characters) ends in a UnicodeError,
+    and a port over 65535 in an OverflowError, or taken modulo 65536.
+    """
     scheme, _, rest = url.partition('://')
     if scheme.lower() not in ('http', 'https'):
         return 'must start with http:// or https://'
     if bad := next((c for c in url if not URL_CHARS.fullmatch(c)), None):
         return f'has {bad!r}, which a URL cannot hold unescaped'
-    if '?' in url or '#' in url:
-        return 'has a query or fragment; a base URL ends with its path'
     if BAD_ESCAPE.search(url):
         return 'has a % not followed by two hex digits'
-    authority = rest.partition('/')[0]
+    authority = re.split(r'[/?#]', rest, maxsplit=1)[0]
     if authority.count('@') > 1:
         return 'has more than one @: write an @ in a user name or password as %40'
     parts = AUTHORITY.fullmatch(authority)
     if parts is None:
-        return 'has a bad host: write an IPv6 address in brackets, like http://[::1]:8000/flags'
+        return ('has a bad host: write an IPv6 address in brackets, like '
+                'http://[::1]:8000/flags')
     host, port = parts['host'], parts['port']
     if not host:
         return 'has no host'
@@ -169,6 +183,8 @@ def base_url_problem(url: str) -> str | None:
             return f'has a bad IPv6 address: {host}'
     elif not REG_NAME.fullmatch(host):
         return f'has a bad host: {host!r}'
+    elif not all(0 < len(label) < 64 for label in host.removesuffix('.').split('.')):
+        return 'has a bad host name: a part between dots is empty or over 63 characters'
     if port and not port_number(port):
         return f'has a bad port: {port!r} (a number from 1 to 65535)'
     return None

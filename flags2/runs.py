@@ -388,7 +388,7 @@ def preload_http_stack() -> None:
         importlib.import_module(ANYIO_ASYNCIO_BACKEND)
 
 
-# The one private name of a dependency in the suite: anyio loads this module
-# on first use and has no public way to load it sooner.
+# A private name of a dependency (the other place is clients.H11_PATH): anyio
+# loads this module on first use and has no public way to load it sooner.
 # tests/test_clients.py checks that it is still there.
 ANYIO_ASYNCIO_BACKEND = 'anyio._backends._asyncio'

@@ -210,6 +210,8 @@ BAD_URLS = [
     ('http://127.0.0.1:65536/flags', 'port'),
     ('http://a@b@127.0.0.1:{port}/flags', '@'),
     ('http:///flags', 'no host'),
+    ('http://a..b:{port}/flags', 'bad host name'),  # was: a UnicodeError traceback
+    ('http://' + 'a' * 64 + '.localhost:{port}/flags', 'bad host name'),
 ]
 
 
