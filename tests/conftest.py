@@ -5,9 +5,12 @@ subprocess, and the one way to run a variant's download_many in-process."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,6 +132,51 @@ def fetch_flag(url: str, timeout: float) -> bytes:
         resp = client.get(url, follow_redirects=True)
         resp.raise_for_status()
         return resp.content
+
+
+# Each flag of a trickling server ends by --timeout + MARGIN: the goal; the
+# tests allow twice that.
+MARGIN = 0.25
+
+# Runs a command and prints its peak RSS (KiB) and exit status to stderr. A
+# child forked from the test process counts that process's memory (pytest's,
+# over 120 MiB late in the suite) as its own until it execs: this small
+# process is the one forked.
+MEASURE = """
+import os, subprocess, sys, threading
+proc = subprocess.Popen(sys.argv[1:], stderr=subprocess.DEVNULL)
+killer = threading.Timer(60, proc.kill)  # a run that never ends fails, never hangs
+killer.start()
+_, status, usage = os.wait4(proc.pid, 0)
+killer.cancel()
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status), file=sys.stderr)
+"""
+
+
+def run_measured(variant: str, *args: str, cwd: Path) -> tuple[list[str], float]:
+    """Run a variant as a user does: its stdout lines and its peak RSS in MiB."""
+    proc = subprocess.run(
+        [sys.executable, '-c', MEASURE, sys.executable, str(variant_script(variant)), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=90)
+    maxrss_kib, _status = proc.stderr.split()
+    return proc.stdout.splitlines(), int(maxrss_kib) / 1024
+
+
+def elapsed(lines: list[str]) -> float:
+    """The run's own 'Elapsed time' (start-up not included)."""
+    for line in lines:
+        if match := re.fullmatch(r'Elapsed time: ([\d.]+)s', line):
+            return float(match.group(1))
+    raise AssertionError(f'no elapsed time in {lines}')
+
+
+def http_get(url: str) -> tuple[int, bytes, str]:
+    """Status, body and content type of a GET, an HTTP error status included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers['Content-Type']
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers['Content-Type']
 
 
 def free_port() -> int:

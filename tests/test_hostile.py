@@ -3,18 +3,15 @@ trickles, a compressed body never inflates past the cap, and a run's memory
 grows with its concurrency, never with the number of codes that failed.
 
 Each variant runs in a subprocess, as a user runs it: the subprocess timeout
-ends a run that would trickle on for minutes, and os.wait4 gives its peak RSS.
+ends a run that would trickle on for minutes, and conftest.run_measured gives
+its peak RSS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -23,8 +20,17 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import EVERY_VARIANT, NO_DEST, VARIANTS, fetch_flag, flag_url, run_variant
-from flags2_compare import variant_script
+from conftest import (
+    EVERY_VARIANT,
+    MARGIN,
+    NO_DEST,
+    VARIANTS,
+    elapsed,
+    fetch_flag,
+    flag_url,
+    run_measured,
+    run_variant,
+)
 from flags_server import Workload, flag_gif
 
 from flags2.clients import ShardedTransport, make_async_client
@@ -34,7 +40,6 @@ from flags2.servers import FlagsServer, running_server
 from flags2.wire import gzip_bomb
 
 TIMEOUT = 0.5
-MARGIN = 0.25  # the goal: each flag ends by TIMEOUT + MARGIN; the tests allow twice that
 TRICKLES = ('trickle-headers', 'trickle-body', 'endless-chunks')
 MIB = 1024 * 1024
 
@@ -58,14 +63,6 @@ def trickle_servers() -> Iterator[dict[str, FlagsServer]]:
         yield {kind: stack.enter_context(running_server(
                    'local', '--fault', kind, '--fault-rate', '0.5'))
                for kind in TRICKLES}
-
-
-def elapsed(lines: list[str]) -> float:
-    """The run's own 'Elapsed time' (start-up not included)."""
-    for line in lines:
-        if match := re.fullmatch(r'Elapsed time: ([\d.]+)s', line):
-            return float(match.group(1))
-    raise AssertionError(f'no elapsed time in {lines}')
 
 
 @pytest.mark.parametrize('variant', EVERY_VARIANT)
@@ -166,24 +163,6 @@ def test_both_clients_ask_for_no_compression() -> None:
         codings = [line for line in head.lower().split(b'\r\n')
                    if line.startswith(b'accept-encoding:')]
         assert codings == [b'accept-encoding: identity']
-
-
-def run_measured(variant: str, *args: str, cwd: Path) -> tuple[list[str], float]:
-    """Run a variant: its stdout lines and its peak RSS in MiB (from os.wait4)."""
-    out_path = cwd / 'stdout.txt'
-    with out_path.open('w') as out:
-        proc = subprocess.Popen([sys.executable, str(variant_script(variant)), *args],
-                                cwd=cwd, stdout=out, stderr=subprocess.DEVNULL)
-    killer = threading.Timer(60, proc.kill)  # a run that never ends fails, never hangs
-    killer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    lines = out_path.read_text().splitlines()
-    out_path.unlink()
-    return lines, usage.ru_maxrss / 1024
 
 
 @pytest.fixture(scope='module')

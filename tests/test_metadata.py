@@ -8,13 +8,12 @@ import contextlib
 import json
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from conftest import http_get
 from flags_server import OVERSIZE_BYTES, Workload, metadata_json
 
 from flags2.codes import countries, country_codes
@@ -23,14 +22,6 @@ from flags2.servers import FlagsServer, running_server
 ALL_CODES = country_codes()
 FAULT_KINDS = ('503', 'html', 'oversize', 'redirect-loop', 'truncate', 'reset')
 DELAY_MIN, DELAY_MAX = 0.3, 0.4  # long enough to tell a delay from a fast answer
-
-
-def get(url: str) -> tuple[int, bytes, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read(), resp.headers['Content-Type']
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers['Content-Type']
 
 
 def metadata_url(server: FlagsServer, cc: str) -> str:
@@ -61,7 +52,7 @@ def fetch(server: FlagsServer, path: str) -> tuple[int, dict[str, str], bytes]:
 def test_every_code_has_the_books_four_fields(local_server: FlagsServer) -> None:
     names = set()
     for cc in ALL_CODES:
-        status, body, content_type = get(metadata_url(local_server, cc))
+        status, body, content_type = http_get(metadata_url(local_server, cc))
         assert (status, content_type) == (200, 'application/json'), cc
         data = json.loads(body.decode('utf-8'))
         assert list(data) == ['tld_cc', 'iso_cc', 'country', 'gec_cc']  # the book's order
@@ -85,13 +76,13 @@ def test_the_table_covers_exactly_the_codes_that_have_a_flag() -> None:
     ('GB', {'tld_cc': '.uk', 'iso_cc': 'GB', 'country': 'United Kingdom', 'gec_cc': 'UK'}),
 ])
 def test_spot_checks(cc: str, expected: dict[str, str], local_server: FlagsServer) -> None:
-    status, body, _ = get(metadata_url(local_server, cc))
+    status, body, _ = http_get(metadata_url(local_server, cc))
     assert status == 200
     assert json.loads(body) == expected
 
 
 def test_names_are_utf8_on_the_wire_not_escapes(local_server: FlagsServer) -> None:
-    _, body, _ = get(metadata_url(local_server, 'CI'))
+    _, body, _ = http_get(metadata_url(local_server, 'CI'))
     assert b'"country": "C\xc3\xb4te d\'Ivoire"' in body
     assert b'\\u' not in body
     assert body == metadata_json('CI')
@@ -102,7 +93,7 @@ def test_names_are_utf8_on_the_wire_not_escapes(local_server: FlagsServer) -> No
     '/flags/br/br.json', '/flags/br/metadata', '/flags/metadata.json',
 ])
 def test_unknown_codes_and_other_paths_are_404(path: str, local_server: FlagsServer) -> None:
-    status, body, _ = get(f'http://127.0.0.1:{local_server.port}{path}')
+    status, body, _ = http_get(f'http://127.0.0.1:{local_server.port}{path}')
     assert (status, body) == (404, b'404 Not Found\n')
 
 
@@ -119,7 +110,7 @@ def test_metadata_waits_the_same_seeded_delay_as_the_flag(slow_server: FlagsServ
     expected = Workload('delay', delay_min=DELAY_MIN, delay_max=DELAY_MAX).delay('CI')
     for url in (metadata_url(slow_server, 'CI'), flag_url(slow_server, 'CI')):
         t0 = time.perf_counter()
-        status, _, _ = get(url)
+        status, _, _ = http_get(url)
         elapsed = time.perf_counter() - t0
         assert status == 200
         assert expected <= elapsed < expected + 0.25, url
@@ -177,14 +168,14 @@ def test_error_server_fails_flag_and_metadata_each_as_seeded(error_server: Flags
                      if workload.fails(cc, 'metadata') and not workload.fails(cc)][:3]
     assert flag_only and metadata_only
     for cc in flag_only:
-        assert get(flag_url(error_server, cc))[0] == 418, cc
-        assert get(metadata_url(error_server, cc))[0] == 200, cc
+        assert http_get(flag_url(error_server, cc))[0] == 418, cc
+        assert http_get(metadata_url(error_server, cc))[0] == 200, cc
     for cc in metadata_only:
-        assert get(flag_url(error_server, cc))[0] == 200, cc
-        assert get(metadata_url(error_server, cc))[0] == 418, cc
+        assert http_get(flag_url(error_server, cc))[0] == 200, cc
+        assert http_get(metadata_url(error_server, cc))[0] == 418, cc
     for cc in ALL_CODES[:30]:
         expected = 418 if workload.fails(cc, 'metadata') else 200
-        assert get(metadata_url(error_server, cc))[0] == expected, cc
+        assert http_get(metadata_url(error_server, cc))[0] == expected, cc
 
 
 @pytest.fixture(scope='module')

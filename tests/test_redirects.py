@@ -3,7 +3,7 @@ checks a base URL passes, its body the size cap, and its hops share the
 flag's one deadline.
 
 Each variant runs in a subprocess, as a user runs it: a traceback shows on
-its stderr, and os.wait4 gives its peak RSS.
+its stderr, and conftest.run_measured gives its peak RSS.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 from handmade import Answer, answer, code_of, handmade_server, head
-from test_hostile import MARGIN, elapsed, run_measured
 
-from conftest import EVERY_VARIANT, VARIANTS, fetch_flag, run_variant, saved_codes
+from conftest import (
+    EVERY_VARIANT,
+    MARGIN,
+    VARIANTS,
+    elapsed,
+    fetch_flag,
+    run_measured,
+    run_variant,
+    saved_codes,
+)
 
 from flags2.failures import BadFlagError
 from flags2.servers import FlagsServer

@@ -10,32 +10,23 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import http_get
 from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, Workload, flag_gif
 
 from flags2.codes import country_codes
 from flags2.servers import SERVER_SCRIPT, FlagsServer, running_server, stop_process
 
 
-def get(url: str) -> tuple[int, bytes, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read(), resp.headers['Content-Type']
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers['Content-Type']
-
-
 def test_every_country_has_a_distinct_valid_gif(local_server: FlagsServer) -> None:
     digests = set()
     for cc in country_codes():
         lower = cc.lower()
-        status, body, kind = get(f'{local_server.url}/{lower}/{lower}.gif')
+        status, body, kind = http_get(f'{local_server.url}/{lower}/{lower}.gif')
         assert (status, kind) == (200, 'image/gif')
         with Image.open(io.BytesIO(body)) as img:
             assert img.format == 'GIF'
@@ -55,7 +46,7 @@ def test_flags_are_drawn_the_same_every_time() -> None:
     '/flags/%2e%2e/%2e%2e/etc/passwd', '/country_codes.txt', '/flags_server.py',
 ])
 def test_anything_but_a_flag_is_404(path: str, local_server: FlagsServer) -> None:
-    status, body, _ = get(f'http://127.0.0.1:{local_server.port}{path}')
+    status, body, _ = http_get(f'http://127.0.0.1:{local_server.port}{path}')
     assert status == 404
     assert body == b'404 Not Found\n'
 
@@ -119,7 +110,7 @@ def test_the_default_error_workload_fails_the_same_52_flags(error_server: FlagsS
 def test_error_server_answers_418_exactly_for_the_seeded_codes(
         error_server: FlagsServer) -> None:
     for cc in country_codes()[:30]:
-        status, _, _ = get(f'{error_server.url}/{cc.lower()}/{cc.lower()}.gif')
+        status, _, _ = http_get(f'{error_server.url}/{cc.lower()}/{cc.lower()}.gif')
         assert status == (418 if Workload('error').fails(cc) else 200), cc
 
 
@@ -127,7 +118,7 @@ def test_delay_server_waits_the_seeded_delay() -> None:
     with running_server('delay', '--delay-min', '0.3', '--delay-max', '0.4') as server:
         expected = Workload('delay', delay_min=0.3, delay_max=0.4).delay('BR')
         t0 = time.perf_counter()
-        status, _, _ = get(f'{server.url}/br/br.gif')
+        status, _, _ = http_get(f'{server.url}/br/br.gif')
         elapsed = time.perf_counter() - t0
         assert status == 200
         assert expected <= elapsed < expected + 0.25
