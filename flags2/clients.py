@@ -38,6 +38,12 @@ response as the book does (``resp.content``):
 - a kept-alive connection carries nothing from one answer to the next: one
   that holds bytes past a complete answer is closed, and a GET that meets
   one the server closed while it was idle goes again on a new connection.
+
+With ``--http2`` (``Run.http2``) each shard is one HTTP/2 connection
+carrying up to 100 requests at once (httpcore2's cap), as few as the
+requests in flight need: one where the server's own limit of streams is
+lower (``h2settings``). A sync request cut at its deadline shuts its
+connection down, so the other requests on it go again on a new one.
 """
 
 from __future__ import annotations
@@ -58,8 +64,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import httpx2
 
 from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
+from flags2.h2settings import CLIENT_STREAMS
 from flags2.options import url_problem
-from flags2.runs import Run, RunStopped, current_run
+from flags2.runs import RUN_HEADER, Run, RunStopped, current_run
 
 if TYPE_CHECKING:  # at run time loaded with the HTTP stack, once a run starts
     import httpcore2
@@ -78,7 +85,7 @@ def make_client(concur_req: int) -> httpx2.Client:
     """The run's client for ``concur_req`` threads (1 for the sequential script)."""
     run = current_run()
     return httpx2.Client(transport=ShardedTransport(concur_req, run), timeout=run.timeout,
-                         headers=HEADERS)
+                         headers={**HEADERS, RUN_HEADER: run.run_id})
 
 
 def make_async_client(concur_req: int) -> httpx2.AsyncClient:
@@ -87,7 +94,7 @@ def make_async_client(concur_req: int) -> httpx2.AsyncClient:
     run = current_run()
     run.attach_loop(asyncio.get_running_loop())
     return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, run),
-                              timeout=run.timeout, headers=HEADERS)
+                              timeout=run.timeout, headers={**HEADERS, RUN_HEADER: run.run_id})
 
 
 # ------------------------------------------------------------ the shards
@@ -100,6 +107,14 @@ def shard_sizes(concur_req: int, size: int = SHARD_SIZE) -> list[int]:
 
 def shard_limits(size: int) -> httpx2.Limits:
     return httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+
+
+def http2_sizes(concur_req: int, run: Run) -> list[int]:
+    """Requests per HTTP/2 connection: a second connection only for the client's
+    own cap, never past the server's (its throttle holds the rest back)."""
+    if run.server_streams < CLIENT_STREAMS:
+        return [concur_req]
+    return shard_sizes(concur_req, CLIENT_STREAMS)
 
 
 class ShardLoad:
@@ -146,9 +161,8 @@ Shard = TypeVar('Shard', httpx2.Client, httpx2.AsyncClient)
 class Shards(Generic[Shard]):
     """The small clients of one transport, each built when a request first needs it."""
 
-    def __init__(self, concur_req: int, build: Callable[[int], Shard],
-                 size: int = SHARD_SIZE) -> None:
-        self.sizes = shard_sizes(concur_req, size)
+    def __init__(self, sizes: list[int], build: Callable[[int], Shard]) -> None:
+        self.sizes = sizes
         self.build: Callable[[int], Shard] = build
         self.load = ShardLoad(self.sizes)
         self.built: list[Shard | None] = [None] * len(self.sizes)
@@ -370,12 +384,16 @@ class ShardedTransport(httpx2.BaseTransport):
         self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
         self.sockets = OpenSockets()
-        self.shards = Shards(concur_req, self.build, size=1)
+        sizes = http2_sizes(concur_req, run) if run.http2 else [1] * concur_req
+        self.shards = Shards(sizes, self.build)
         self.lines = [Line(self.sockets) for _ in self.shards.sizes]
         self.deadlines = Deadlines()
         run.on_stop(self.sockets.shut_down)
 
     def build(self, size: int) -> httpx2.Client:
+        if self.run.http2:
+            return httpx2.Client(http1=False, http2=True, limits=shard_limits(1),
+                                 verify=self.tls, timeout=self.timeout)
         return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -386,7 +404,6 @@ class ShardedTransport(httpx2.BaseTransport):
             raise timed_out(request)
         index, shard, release = self.shards.pick()
         line = self.lines[index]
-        request.extensions['trace'] = line.trace
         watch = self.deadlines.watch(deadline, line, request)
         try:
             with self.run.interruptible():
@@ -414,14 +431,16 @@ class ShardedTransport(httpx2.BaseTransport):
     def send(self, shard: httpx2.Client, request: httpx2.Request, line: Line,
              watch: Watch) -> httpx2.Response:
         """Send on the shard's one connection: a GET that met it closed by the server
-        goes once more, on a new one (not when the deadline or a stop closed it)."""
-        line.attempt = attempt = Attempt()
+        (or by another request's deadline, over HTTP/2) goes once more, on a new
+        one (not when its own deadline or a stop closed it)."""
+        attempt = Attempt()
+        request.extensions['trace'] = line.tracer(attempt, watch)
         try:
             return shard.send(request, stream=True)
         except httpx2.TransportError as exc:
             if watch.fired or self.run.stopping or not attempt.met_closed(request, exc):
                 raise
-        line.attempt = Attempt()
+        request.extensions['trace'] = line.tracer(Attempt(), watch)
         return shard.send(request, stream=True)
 
     def close(self) -> None:
@@ -434,11 +453,15 @@ class ShardedTransport(httpx2.BaseTransport):
 
 class AsyncShardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, concur_req: int, run: Run) -> None:
-        self.timeout = run.timeout
+        self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
-        self.shards = Shards(concur_req, self.build)
+        sizes = http2_sizes(concur_req, run) if run.http2 else shard_sizes(concur_req)
+        self.shards = Shards(sizes, self.build)
 
     def build(self, size: int) -> httpx2.AsyncClient:
+        if self.run.http2:
+            return httpx2.AsyncClient(http1=False, http2=True, limits=shard_limits(1),
+                                      verify=self.tls, timeout=self.timeout)
         return httpx2.AsyncClient(limits=shard_limits(size), verify=self.tls,
                                   timeout=self.timeout)
 
@@ -449,7 +472,8 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         index, shard, release = self.shards.pick()
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self.send(shard, request, self.shards.sizes[index])
+                connections = 1 if self.run.http2 else self.shards.sizes[index]
+                response = await self.send(shard, request, connections)
         except BaseException as exc:
             release()
             if isinstance(exc, TimeoutError):
@@ -466,12 +490,12 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         return response
 
     async def send(self, shard: httpx2.AsyncClient, request: httpx2.Request,
-                   size: int) -> httpx2.Response:
-        """Send on the shard of ``size`` connections: a GET that met a kept-alive one
+                   connections: int) -> httpx2.Response:
+        """Send on the shard of ``connections``: a GET that met a kept-alive one
         closed by the server goes again. The pool may hand it another idle one
         (a server that stops closes them all); each such try drops one, so the
-        last of ``size`` + 1 tries opens a new connection."""
-        for _ in range(size):
+        last of ``connections`` + 1 tries opens a new connection."""
+        for _ in range(connections):
             attempt = Attempt()
             request.extensions['trace'] = attempt.atrace
             try:
@@ -489,7 +513,8 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
 
 # ------------------------------------------------- kept-alive connections
 
-ANSWERED = 'http11.receive_response_headers.complete'
+ANSWERED = ('http11.receive_response_headers.complete',
+            'http2.receive_response_headers.complete')
 
 
 class Attempt:
@@ -503,7 +528,7 @@ class Attempt:
     def seen(self, event: str) -> None:
         if event in CONNECTED:
             self.connected = True
-        elif event == ANSWERED:
+        elif event in ANSWERED:
             self.answered = True
 
     async def atrace(self, event: str, info: dict[str, Any]) -> None:
@@ -535,21 +560,19 @@ class Line:
     def __init__(self, sockets: OpenSockets) -> None:
         self.sockets = sockets
         self.sock: socket.socket | None = None
-        self.watch: Watch | None = None  # of the request on it now
-        self.attempt = Attempt()  # of the request on it now
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        self.attempt.seen(event)
-        if event not in CONNECTED:
-            return
-        sock = info['return_value'].get_extra_info('socket')
+    def tracer(self, attempt: Attempt, watch: Watch) -> Callable[[str, dict[str, Any]], None]:
+        """The ``trace`` of one try at a request: what it met, and its socket."""
+        def trace(event: str, info: dict[str, Any]) -> None:
+            attempt.seen(event)
+            if event in CONNECTED:
+                self.connected(info['return_value'].get_extra_info('socket'), watch)
+        return trace
+
+    def connected(self, sock: object, watch: Watch) -> None:
         if not isinstance(sock, socket.socket):
             return
         self.sockets.add(sock)
-        watch = self.watch
-        if watch is None:
-            self.sock = sock
-            return
         with watch.lock:  # Watch.fire holds it: one of the two sees the other's write
             self.sock = sock
             cut = watch.fired
@@ -566,7 +589,6 @@ class Watch:
                  lock: threading.Condition) -> None:
         self.deadline, self.line, self.request, self.lock = deadline, line, request, lock
         self.fired = self.ended = False
-        line.watch = self
 
     def end(self) -> None:
         with self.lock:

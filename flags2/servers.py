@@ -291,7 +291,9 @@ def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
         return None
 
 
-def server_stats(base_url: str, reset: bool = False) -> dict[str, Any] | None:
-    """/stats (or /stats/reset) of a bundled server on loopback; None otherwise."""
-    data = server_json(base_url, '/stats/reset' if reset else '/stats')
+def server_stats(base_url: str, reset: bool = False, run: str = '') -> dict[str, Any] | None:
+    """/stats (or /stats/reset, or one run's: /stats?run=) of a bundled server on
+    loopback; None otherwise."""
+    path = '/stats/reset' if reset else f'/stats?run={run}' if run else '/stats'
+    data = server_json(base_url, path)
     return data if isinstance(data, dict) and 'peak_in_flight' in data else None
