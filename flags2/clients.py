@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx2
 
-from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
+from flags2.failures import BadFlagError, BodyCheck, closed_unanswered, stream_reset
 from flags2.h2settings import CLIENT_STREAMS
 from flags2.options import url_problem
 from flags2.runs import RUN_HEADER, Run, RunStopped, current_run
@@ -79,6 +79,8 @@ HEADERS = {'Accept-Encoding': 'identity'}
 # The request extension holding when a request must end: redirects share
 # their first request's extensions, so every hop of a flag has one deadline.
 DEADLINE = 'flags2.deadline'
+# Set once a request went again after its HTTP/2 connection broke: once only.
+RETRIED = 'flags2.retried'
 
 
 def make_client(concur_req: int) -> httpx2.Client:
@@ -181,6 +183,22 @@ class Shards(Generic[Shard]):
 
     def all(self) -> list[Shard]:
         return [shard for shard in self.built if shard is not None]
+
+    def retire(self, index: int, shard: Shard, exc: BaseException) -> Shard | None:
+        """Forget an HTTP/2 shard whose connection broke (not one stream reset), so
+        the next request builds a new one; the caller closes what this returns.
+
+        httpcore2 keeps a failed HTTP/2 connection in its pool, and a shard has
+        room for one: the shard's next requests would wait for it until their
+        deadlines.
+        """
+        if not isinstance(exc, httpx2.TransportError) or stream_reset(exc):
+            return None
+        with self.lock:
+            if self.built[index] is not shard:  # retired already
+                return None
+            self.built[index] = None
+        return shard
 
 
 # ------------------------------------------------------------- the bodies
@@ -369,6 +387,18 @@ def check_url(request: httpx2.Request) -> None:
         raise BadFlagError(f'{what} {problem}', request)
 
 
+def goes_again(request: httpx2.Request, exc: BaseException) -> bool:
+    """Whether a GET whose HTTP/2 connection broke under it goes once more, on a new
+    connection: the break may be another stream's doing (or the deadline of
+    another request, which shut the connection down), and a GET is
+    idempotent (RFC 9110). A stream the server reset was answered: no."""
+    if (request.method != 'GET' or not isinstance(exc, httpx2.TransportError)
+            or stream_reset(exc) or request.extensions.get(RETRIED)):
+        return False
+    request.extensions[RETRIED] = True
+    return True
+
+
 def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
     """What a request cut at its deadline raises: a read timeout, as httpx2's own."""
     return httpx2.ReadTimeout('the whole request took longer than its timeout',
@@ -411,11 +441,15 @@ class ShardedTransport(httpx2.BaseTransport):
         except BaseException as exc:
             watch.end()
             release()
+            if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
+                broken.close()
             if isinstance(exc, httpx2.TransportError):
                 if self.run.stopping:
                     raise RunStopped from exc
                 if watch.fired:
                     raise timed_out(request) from exc
+                if self.run.http2 and goes_again(request, exc):
+                    return self.handle_request(request)
             raise
         try:
             body = Body(response, request)
@@ -476,8 +510,12 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
                 response = await self.send(shard, request, connections)
         except BaseException as exc:
             release()
+            if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
+                await broken.aclose()
             if isinstance(exc, TimeoutError):
                 raise timed_out(request) from exc
+            if self.run.http2 and goes_again(request, exc):
+                return await self.handle_async_request(request)
             raise
         try:
             body = Body(response, request)

@@ -75,7 +75,9 @@ def announced_streams(conn: h2.connection.H2Connection, data: bytes) -> int | No
     for event in events:
         if isinstance(event, h2.events.RemoteSettingsChanged):
             setting = event.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
-            return CLIENT_STREAMS if setting is None else setting.new_value
+            # No MAX_CONCURRENT_STREAMS: unlimited, RFC 9113 says, but httpcore2
+            # then sends one request at a time, and so that is the limit.
+            return 1 if setting is None else setting.new_value
     return None
 
 

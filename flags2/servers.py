@@ -12,6 +12,7 @@ pipe during a run, and a server whose pipe filled up would freeze.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -287,7 +288,7 @@ def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
     try:  # without the user and password of base_url, which urllib would refuse
         with urllib.request.urlopen(f'{root}{path}', timeout=timeout) as resp:
             return json.load(resp)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # not HTTP/1.x: an h2c-only server
         return None
 
 
