@@ -443,6 +443,8 @@ class ShardedTransport(httpx2.BaseTransport):
             release()
             if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
                 broken.close()
+            if isinstance(exc, RuntimeError) and shard.is_closed:  # retired as this one began
+                return self.handle_request(request)
             if isinstance(exc, httpx2.TransportError):
                 if self.run.stopping:
                     raise RunStopped from exc
@@ -512,6 +514,8 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
             release()
             if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
                 await broken.aclose()
+            if isinstance(exc, RuntimeError) and shard.is_closed:  # retired as this one began
+                return await self.handle_async_request(request)
             if isinstance(exc, TimeoutError):
                 raise timed_out(request) from exc
             if self.run.http2 and goes_again(request, exc):
