@@ -166,7 +166,7 @@ class FlagApp:
             refused.headers = (('Allow', ', '.join(ALLOWED_METHODS)),)
             return refused
         if path == '/stats':
-            runs = parse_qs(query).get('run')
+            runs = parse_qs(query, keep_blank_values=True).get('run')
             if runs is None:
                 return json_response(self.stats.as_dict())
             if not (len(runs) == 1 and RUN_TOKEN.fullmatch(runs[0])):
