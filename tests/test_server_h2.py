@@ -41,6 +41,8 @@ from flags2.servers import SERVER_SCRIPT, FlagsServer, running_server
 from flags2.wire import PREFACE, gzip_bomb
 
 IDLE_TIMEOUT = 2.0
+needs_proc = pytest.mark.skipif(not Path('/proc/self/status').exists(),
+                                reason='reads memory through /proc')
 PROMPT = 2.0  # seconds another client may wait for a flag during an attack (goal: 1 s)
 
 
@@ -293,6 +295,7 @@ def test_a_big_body_follows_the_window_and_the_frame_size() -> None:
     # 1 MiB through a window of 64 KiB: the server waited for our WINDOW_UPDATEs
 
 
+@needs_proc
 def test_a_client_that_never_reads_holds_one_window_of_our_memory() -> None:
     with running_server('local', '--fault', 'oversize', '--fault-rate', '1',
                         '--idle-timeout', '3') as server:
@@ -594,10 +597,9 @@ def test_help_says_both_protocols_and_the_new_options(
 
 # ----------------------------------------------------------- hostile HTTP/2
 
-pytestmark = pytest.mark.skipif(not Path('/proc/self/status').exists(),
-                                reason='reads memory through /proc')
 
 
+@needs_proc
 def test_rapid_reset_gets_enhance_your_calm_and_others_are_served() -> None:
     with running_server('delay', '--delay-min', '0.5', '--delay-max', '0.5',
                         tied=True) as server, raw(server) as client:
@@ -636,6 +638,7 @@ def continuation_flood(stream_id: int, frames: int) -> bytes:
     return headers + frame * frames
 
 
+@needs_proc
 def test_a_continuation_flood_is_cut_off(server: FlagsServer) -> None:
     before = vm_kib(server.proc.pid)
     with raw(server) as client:
@@ -683,6 +686,7 @@ def test_garbage_after_the_preface_is_goaway_and_one_log_line(
     flag_elsewhere_within(server, PROMPT)
 
 
+@needs_proc
 def test_a_frame_header_saying_16_mib_is_refused_before_its_body(server: FlagsServer) -> None:
     before = vm_kib(server.proc.pid)
     clients = [RawH2(server.port) for _ in range(20)]
