@@ -6,7 +6,9 @@ and error decision is derived from a seed and the country code, so every run
 of every variant sees exactly the same workload.
 
 This file is the workload and the routes. The HTTP/1.1 under them is written
-by hand in flags2/wire.py rather than taken from an ASGI server: the fault
+by hand in flags2/wire.py (and the HTTP/2 a client may speak on the same port
+is h2's state machine, driven by flags2/h2wire.py) rather than taken from an
+ASGI server: the fault
 modes the scripts are tested against (a reset before the response, a body cut
 short, a lying Content-Length) need control of the bytes on the wire, which
 an ASGI server exists to hide.
@@ -166,7 +168,7 @@ class FlagApp:
             refused.headers = (('Allow', ', '.join(ALLOWED_METHODS)),)
             return refused
         if path == '/stats':
-            runs = parse_qs(query).get('run')
+            runs = parse_qs(query, keep_blank_values=True).get('run')
             if runs is None:
                 return json_response(self.stats.as_dict())
             if not (len(runs) == 1 and RUN_TOKEN.fullmatch(runs[0])):
