@@ -49,6 +49,7 @@ connection down, so the other requests on it go again on a new one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import heapq
 import itertools
@@ -86,7 +87,8 @@ RETRIED = 'flags2.retried'
 def make_client(concur_req: int) -> httpx2.Client:
     """The run's client for ``concur_req`` threads (1 for the sequential script)."""
     run = current_run()
-    return httpx2.Client(transport=ShardedTransport(concur_req, run), timeout=run.timeout,
+    transport = LoopTransport(concur_req, run) if run.http2 else ShardedTransport(concur_req, run)
+    return httpx2.Client(transport=transport, timeout=run.timeout,
                          headers={**HEADERS, RUN_HEADER: run.run_id})
 
 
@@ -414,16 +416,12 @@ class ShardedTransport(httpx2.BaseTransport):
         self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
         self.sockets = OpenSockets()
-        sizes = http2_sizes(concur_req, run) if run.http2 else [1] * concur_req
-        self.shards = Shards(sizes, self.build)
+        self.shards = Shards([1] * concur_req, self.build)
         self.lines = [Line(self.sockets) for _ in self.shards.sizes]
         self.deadlines = Deadlines()
         run.on_stop(self.sockets.shut_down)
 
     def build(self, size: int) -> httpx2.Client:
-        if self.run.http2:
-            return httpx2.Client(http1=False, http2=True, limits=shard_limits(1),
-                                 verify=self.tls, timeout=self.timeout)
         return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -441,17 +439,11 @@ class ShardedTransport(httpx2.BaseTransport):
         except BaseException as exc:
             watch.end()
             release()
-            if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
-                broken.close()
-            if isinstance(exc, RuntimeError) and shard.is_closed:  # retired as this one began
-                return self.handle_request(request)
             if isinstance(exc, httpx2.TransportError):
                 if self.run.stopping:
                     raise RunStopped from exc
                 if watch.fired:
                     raise timed_out(request) from exc
-                if self.run.http2 and goes_again(request, exc):
-                    return self.handle_request(request)
             raise
         try:
             body = Body(response, request)
@@ -467,8 +459,7 @@ class ShardedTransport(httpx2.BaseTransport):
     def send(self, shard: httpx2.Client, request: httpx2.Request, line: Line,
              watch: Watch) -> httpx2.Response:
         """Send on the shard's one connection: a GET that met it closed by the server
-        (or by another request's deadline, over HTTP/2) goes once more, on a new
-        one (not when its own deadline or a stop closed it)."""
+        goes once more, on a new one (not when the deadline or a stop closed it)."""
         attempt = Attempt()
         request.extensions['trace'] = line.tracer(attempt, watch)
         try:
@@ -485,6 +476,66 @@ class ShardedTransport(httpx2.BaseTransport):
         self.deadlines.close()
         for shard in self.shards.all():
             shard.close()
+
+
+class LoopTransport(httpx2.BaseTransport):
+    """HTTP/2 for the sync variants: each request is a stream of an
+    AsyncShardedTransport on an event loop of its own thread.
+
+    httpcore2's sync HTTP/2 connection is not safe to share between threads
+    (pydantic/httpx2 issue 908; pull request 1153 is open): its h2 state
+    machine gets corrupted, and 1 run in 5 of threadpool ``-a -m 194 --http2``
+    ended in a RuntimeError traceback. Here only the loop's thread touches it.
+    The async transport holds the deadlines, the checks and the retries; the
+    body is read there, within the cap, so a thread gets a whole answer.
+    """
+
+    def __init__(self, concur_req: int, run: Run) -> None:
+        self.run = run
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name='flags2-http2',
+                                       daemon=True)
+        self.thread.start()
+        self.transport = AsyncShardedTransport(concur_req, run)
+        run.on_stop(self.cancel_requests)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.run.bind_thread()  # save_flag, later in this thread, finds the run
+        future = asyncio.run_coroutine_threadsafe(self.fetch(request), self.loop)
+        try:
+            with self.run.interruptible():
+                return future.result()
+        except concurrent.futures.CancelledError as exc:  # the run is stopping
+            raise RunStopped from exc
+        except KeyboardInterrupt:  # the main thread's wait, cut by a stop
+            future.cancel()
+            raise
+
+    async def fetch(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.transport.handle_async_request(request)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        return httpx2.Response(response.status_code, headers=response.headers,
+                               stream=httpx2.ByteStream(content),
+                               extensions=response.extensions)
+
+    def cancel_requests(self) -> None:
+        def cancel() -> None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+            self.loop.call_soon_threadsafe(cancel)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(Exception):  # a stop may have cancelled it: closed anyway
+            asyncio.run_coroutine_threadsafe(self.transport.aclose(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
 
 
 class AsyncShardedTransport(httpx2.AsyncBaseTransport):
