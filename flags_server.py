@@ -191,7 +191,7 @@ class FlagApp:
         start = time.monotonic()
         response = await self.flag(path)
         self.stats.count(response.status, run_token)
-        self.log.add(start, path, response.status)
+        self.log.add(start, path, response.status, connection)
         return response
 
     async def flag(self, path: str) -> Response:
@@ -422,15 +422,15 @@ class RequestLog:
     ENCODE_BATCH = 500  # entries encoded between two turns of the event loop
 
     def __init__(self) -> None:
-        self.entries: list[tuple[float, float, str, int]] = []
+        self.entries: list[tuple[float, float, str, int, int]] = []
         self.dropped = 0
         self.origin = time.monotonic()
         self.encoded: list[bytes] = []  # the JSON of entries[:len(encoded)]
         self.body: tuple[tuple[int, int], bytes] | None = None  # (its state, the JSON)
 
-    def add(self, start: float, path: str, status: int) -> None:
+    def add(self, start: float, path: str, status: int, connection: int) -> None:
         if len(self.entries) < self.MAX_ENTRIES:
-            self.entries.append((start, time.monotonic(), path, status))
+            self.entries.append((start, time.monotonic(), path, status, connection))
         else:
             self.dropped += 1
 
@@ -441,9 +441,10 @@ class RequestLog:
         self.encoded = []
         self.body = None
 
-    def entry_json(self, entry: tuple[float, float, str, int]) -> bytes:
-        """One request, times in seconds since the last reset."""
-        start, end, path, status = entry
+    def entry_json(self, entry: tuple[float, float, str, int, int]) -> bytes:
+        """One request, times in seconds since the last reset, and the connection
+        that carried it (the server's number for it)."""
+        start, end, path, status, connection = entry
         request, cc = parse_flag_path(path)
         return json.dumps({
             'start': round(start - self.origin, 6),
@@ -451,6 +452,7 @@ class RequestLog:
             'code': cc or path,
             'status': status,
             'kind': request or None,
+            'connection': connection,
         }).encode()
 
     async def json_body(self) -> bytes:

@@ -198,6 +198,28 @@ def timeline_rows(rows: list[Row]) -> list[Row]:
     return chosen
 
 
+def in_drawing_order(requests: list[dict[str, Any]],
+                     http2: bool) -> tuple[list[dict[str, Any]], bool]:
+    """The requests in start order; over HTTP/2 grouped by the connection that
+    carried them (the server's log names it), so each connection's streams
+    sit together. The flag: whether they were grouped."""
+    by_start = sorted(requests, key=lambda r: r['start'])
+    if not (http2 and all(isinstance(r.get('connection'), int) for r in requests)):
+        return by_start, False
+    first: dict[int, float] = {}  # each connection's first start: the order of the groups
+    for r in by_start:
+        first.setdefault(r['connection'], r['start'])
+    return sorted(by_start, key=lambda r: (first[r['connection']], r['start'])), True
+
+
+def connection_count(requests: list[dict[str, Any]]) -> str:
+    """'2 connections' from the log's connection numbers; '' where it has none."""
+    connections = {r.get('connection') for r in requests}
+    if None in connections:
+        return ''
+    return f'{len(connections)} connection' + ('s' if len(connections) > 1 else '')
+
+
 def in_flight_steps(requests: list[dict[str, Any]], t0: float) -> tuple[list[float],
                                                                          list[int]]:
     """Times and counts of requests open at the server, for a step line.
@@ -236,14 +258,15 @@ def plot_timeline(path: Path, rows: list[Row], subtitle: str) -> bool:
     for ax, row in zip(axes, chosen, strict=True):
         run = row.median_run
         assert run is not None and run.requests
-        requests = sorted(run.requests, key=lambda r: r['start'])
-        t0 = requests[0]['start']
+        requests, by_connection = in_drawing_order(run.requests, row.protocol == '2')
+        t0 = min(r['start'] for r in requests)
         ax.barh(range(len(requests)), [r['end'] - r['start'] for r in requests],
                 left=[r['start'] - t0 for r in requests], height=1.0,
                 color=[OUTCOME_COLOURS[outcome(r['status'])] for r in requests],
                 edgecolor='none')
         ax.set_ylim(len(requests), -0.5)
-        ax.set_ylabel('request (in start order)')
+        ax.set_ylabel('request (by connection, then start)' if by_connection
+                      else 'request (in start order)')
         ax.grid(True, axis='x', alpha=0.3)
         times, counts = in_flight_steps(requests, t0)
         count_ax = ax.twinx()  # drawn behind the bars, as a shaded area
@@ -255,8 +278,9 @@ def plot_timeline(path: Path, rows: list[Row], subtitle: str) -> bool:
         count_ax.set_ylim(0, row.concurrency * 1.25)
         count_ax.set_ylabel('requests in flight')
         span_s = max(r['end'] for r in requests) - t0
+        on = f', on {connections}' if (connections := connection_count(requests)) else ''
         ax.set_title(f'{row.label()}: {len(requests)} requests in {span_s:.2f} s at the '
-                     f'server, at most {max(counts)} in flight '
+                     f'server, at most {max(counts)} in flight{on} '
                      f'(concur_req {row.concurrency})', fontsize=10, loc='left')
         ax.set_xlim(0, span_s * 1.02 or 1.0)
         ax.set_xlabel('seconds since the first request reached the server (own scale)')

@@ -139,7 +139,7 @@ def test_metadata_requests_count_in_stats_and_the_log(slow_server: FlagsServer) 
     seen = sorted((r['code'], r['kind'], r['status']) for r in log)
     assert seen == sorted([('BR', 'metadata', 200)] * 4 + [('BR', 'flag', 200)] * 3
                           + [('ZZ', 'metadata', 404), ('/flags/br/', None, 404)])
-    assert all({'start', 'end', 'code', 'status', 'kind'} == set(r) for r in log)
+    assert all({'start', 'end', 'code', 'status', 'kind', 'connection'} == set(r) for r in log)
 
 
 # ----------------------------------------------------------------- faults
