@@ -193,6 +193,23 @@ def test_sweep_draws_the_chart_and_the_timeline(delay_server: FlagsServer,
     assert 'Wrote the timeline to timeline.png' in result.lines
 
 
+def test_both_protocols_side_by_side(delay_server: FlagsServer, tmp_path: Path) -> None:
+    """--protocols 1.1,2 doubles the rows: each variant over HTTP/1.1, then over
+    HTTP/2, its peak with the connections that carried it; the timeline has a
+    panel for each."""
+    result = compare('-s', delay_server.url, '-l', '6', '-m', '6', '--repeat', '1',
+                     '--variants', 'asyncio', '--protocols', '1.1,2',
+                     '--timeline', 'timeline.png', '--json', 'runs.json', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((tmp_path / 'runs.json').read_text())['runs']
+    assert [(r['variant'], r['protocol'], r['downloaded']) for r in runs] == [
+        ('asyncio', '1.1', 6), ('asyncio', '2', 6)]
+    assert runs[1]['connections'] == 1 and runs[0]['connections'] >= 1
+    assert ' 6 on 1 ' in row_line(result.lines, 'asyncio HTTP/2  6')  # the peak column
+    assert 'asyncio HTTP/2 -m 6' in '\n'.join(result.lines)  # its text bar
+    assert 'Wrote the timeline to timeline.png' in result.lines
+
+
 def broken_variants(tmp_path: Path, **scripts: str) -> dict[str, Variant]:
     """The real variants, with some replaced by the given one-line scripts."""
     variants = REAL_VARIANTS()
@@ -265,6 +282,8 @@ def test_stops_before_running_when_no_server_answers(
     (['-m', '5', '--sweep', '1,5'], 'use -m or --sweep, not both'),
     (['--json', 'no/such/folder/runs.json'], "--json: folder 'no/such/folder'"),
     (['--repeat', '0'], "argument --repeat: '0' is below 1"),
+    (['--protocols', '1.1,3'], "--protocols takes 1.1, 2 or 1.1,2, got '1.1,3'"),
+    (['--http2', '--protocols', '2'], 'use --http2 or --protocols, not both'),
 ])
 def test_usage_errors_are_one_line_and_exit_2(
         args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
