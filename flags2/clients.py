@@ -544,6 +544,11 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         self.tls = LazyTLSContext()
         sizes = http2_sizes(concur_req, run) if run.http2 else shard_sizes(concur_req)
         self.shards = Shards(sizes, self.build)
+        # A server that takes fewer streams than -m asks: the rest wait here, for
+        # a stream, before their clocks start (the deadline is the request's,
+        # not its wait in the server's queue).
+        self.streams = (asyncio.Semaphore(run.server_streams)
+                        if run.http2 and run.server_streams < concur_req else None)
 
     def build(self, size: int) -> httpx2.AsyncClient:
         if self.run.http2:
@@ -554,9 +559,12 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         check_url(request)
+        if self.streams is not None:
+            await self.streams.acquire()
         loop = asyncio.get_running_loop()
         deadline = request.extensions.setdefault(DEADLINE, loop.time() + self.timeout)
-        index, shard, release = self.shards.pick()
+        index, shard, release_shard = self.shards.pick()
+        release = self.with_stream(release_shard)
         try:
             async with asyncio.timeout_at(deadline):
                 connections = 1 if self.run.http2 else self.shards.sizes[index]
@@ -581,6 +589,21 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         assert isinstance(response.stream, httpx2.AsyncByteStream)
         response.stream = AsyncCheckedStream(response.stream, body, release)
         return response
+
+    def with_stream(self, release_shard: Callable[[], None]) -> Callable[[], None]:
+        """``release_shard``, and the stream taken from ``self.streams``, once."""
+        streams = self.streams
+        if streams is None:
+            return release_shard
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            release_shard()
+            if not released:
+                released = True
+                streams.release()
+        return release
 
     async def send(self, shard: httpx2.AsyncClient, request: httpx2.Request,
                    connections: int) -> httpx2.Response:
