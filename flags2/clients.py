@@ -544,11 +544,12 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         self.tls = LazyTLSContext()
         sizes = http2_sizes(concur_req, run) if run.http2 else shard_sizes(concur_req)
         self.shards = Shards(sizes, self.build)
-        # A server that takes fewer streams than -m asks: the rest wait here, for
-        # a stream, before their clocks start (the deadline is the request's,
-        # not its wait in the server's queue).
-        self.streams = (asyncio.Semaphore(run.server_streams)
-                        if run.http2 and run.server_streams < concur_req else None)
+        # A server that takes fewer streams than -m asks (and than one connection
+        # carries: see http2_sizes): the rest wait here, for a stream, before
+        # their clocks start (the deadline is the request's, not its wait in the
+        # server's queue).
+        throttled = run.http2 and run.server_streams < min(concur_req, CLIENT_STREAMS)
+        self.streams = asyncio.Semaphore(run.server_streams) if throttled else None
 
     def build(self, size: int) -> httpx2.AsyncClient:
         if self.run.http2:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    CONCURRENT_VARIANTS,
     EVERY_VARIANT,
     ServerFactory,
     free_port,
@@ -77,12 +78,15 @@ def test_the_servers_max_streams_caps_the_peak_on_one_connection(
     assert peak_line(result.lines) == (50, 1)
 
 
+@pytest.mark.parametrize('variant', CONCURRENT_VARIANTS)
 def test_a_server_allowing_one_stream_still_serves_every_flag(
-        server_factory: ServerFactory, tmp_path: Path) -> None:
-    server = server_factory('delay', '--delay-min', '0.01', '--delay-max', '0.02',
+        variant: str, server_factory: ServerFactory, tmp_path: Path) -> None:
+    """20 requests one at a time take about 2.5 s, past --timeout 1: the
+    timeout bounds each request, not its wait for the server's one stream."""
+    server = server_factory('delay', '--delay-min', '0.1', '--delay-max', '0.15',
                             '--max-streams', '1')
-    result = run_variant('asyncio', '--http2', '-a', '-l', '20', '-m', '20', '-s', server.url,
-                         '-o', str(tmp_path), cwd=tmp_path, timeout=90)
+    result = run_variant(variant, '--http2', '-a', '-l', '20', '-m', '20', '--timeout', '1',
+                         '-s', server.url, '-o', str(tmp_path), cwd=tmp_path, timeout=90)
     assert result.returncode == 0, result.stderr
     assert '20 flags downloaded.' in result.lines
     assert peak_line(result.lines) == (1, 1)
