@@ -790,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
                 destination(args.dest) as dest:
             if started is not None:  # as the scripts say it
                 print(f'Started the bundled flags server for {options.label} on port '
-                      f'{started.port}; it stops when this comparison ends.')
+                      f'{started.port}; it stops once no run uses it.')
             if not server_answers(options.base_url):
                 print(f'*** No server answers at {printable_url(options.base_url)}. '
                       'Start the bundled one with: python flags_server.py', file=sys.stderr)

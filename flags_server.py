@@ -509,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'file-handle limit)')
     parser.add_argument('--exit-with-stdin', action='store_true',
                         help=argparse.SUPPRESS)  # used by the scripts' auto-start
+    # i15-rest's stand-in for the h2-server branch's --linger: theirs wins on merge.
+    parser.add_argument('--linger', type=float, default=0.0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -552,8 +554,21 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         if args.exit_with_stdin:
-            stop_when_stdin_closes(asyncio.get_running_loop(), stop)
+            closed = asyncio.Event() if args.linger else stop
+            stop_when_stdin_closes(asyncio.get_running_loop(), closed)
+            if args.linger:  # i15-rest's stand-in (see build_parser): theirs wins on merge
+                lingering = asyncio.create_task(linger(closed, stop))  # noqa: F841, RUF006
         await serve(specs, args.bind, stop=stop, limits=limits)
+
+    async def linger(closed: asyncio.Event, stop: asyncio.Event) -> None:
+        """Once stdin closes, stop when no connection has been open for --linger s."""
+        await closed.wait()
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < args.linger:
+            await asyncio.sleep(0.05)
+            if len(asyncio.all_tasks()) > 2:  # run(), linger(), and a task per connection
+                quiet_since = time.monotonic()
+        stop.set()
 
     try:
         asyncio.run(run())

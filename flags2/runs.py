@@ -167,7 +167,7 @@ class Run:
             raise SystemExit(EXIT_ERRORS) from None
         if started is not None:
             print(f'Started the bundled flags server for {self.label} on port '
-                  f'{started.port}; it stops when this run ends.')
+                  f'{started.port}; it stops once no run uses it.')
 
     @contextlib.contextmanager
     def downloading(self) -> Iterator[None]:

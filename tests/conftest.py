@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -24,7 +25,7 @@ from flags2_compare import variant_script
 
 from flags2.clients import make_client
 from flags2.runs import Run
-from flags2.servers import FlagsServer, start_server, stop_server
+from flags2.servers import LINGER, FlagsServer, port_answers, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
@@ -216,3 +217,19 @@ def server_processes(port: int) -> list[int]:
                 str(port).encode() in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+# Seconds within which an auto-started server is gone once no run uses it:
+# its linger, and room for a loaded machine.
+GONE_WITHIN = LINGER + 10
+
+
+def servers_gone(port: int, within: float = GONE_WITHIN) -> bool:
+    """Whether, within ``within`` seconds, ``port`` is closed and every
+    flags_server.py started for it has exited (a run's lingers: servers.LINGER)."""
+    deadline = time.monotonic() + within
+    while port_answers('127.0.0.1', port) or server_processes(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -18,13 +18,13 @@ import pytest
 from PIL import Image
 
 import flags2_compare
-from conftest import Result, free_port, run_variant
+from conftest import Result, free_port, run_variant, servers_gone
 from flags2_common import expand_cc_args
 from flags2_compare import Variant, ideal_time
 from flags_server import Workload
 
 from flags2.charts import max_overlap
-from flags2.servers import FlagsServer, port_answers
+from flags2.servers import FlagsServer
 from flags2.tables import BAR_EIGHTHS, BAR_WIDTH
 
 REAL_VARIANTS = flags2_compare.load_variants
@@ -298,7 +298,7 @@ def test_starts_the_bundled_server_like_the_scripts(tmp_path: Path) -> None:
     assert result.lines[0].startswith(f'Started the bundled flags server for DELAY on port {port}')
     assert 'ideal times come from its per-code delays' in result.stdout
     assert row_line(result.lines, 'asyncio ').split()[1:3] == ['2', '2']
-    assert not port_answers('127.0.0.1', port)
+    assert servers_gone(port)
     assert not (tmp_path / 'downloaded').exists()  # flags went to a temporary folder
 
 

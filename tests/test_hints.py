@@ -120,7 +120,7 @@ def test_help_says_what_the_options_do(variant: str, cap: int, tmp_path: Path) -
 def test_help_says_what_the_servers_are(tmp_path: Path) -> None:
     text = help_text('threadpool', tmp_path)
     assert ('LOCAL, DELAY and ERROR are the bundled flags server (flags_server.py), started '
-            'for the run when nothing answers at its port, and stopped after it') in text
+            'for the run when nothing answers at its port, and stopped once no run uses it') in text
     assert f'DELAY (http://localhost:8001/flags) {MODE_WORDS["delay"]}' in text
     assert f'ERROR (http://localhost:8002/flags) {MODE_WORDS["error"]}' in text
     assert 'REMOTE (https://www.fluentpython.com/data/flags) is not bundled' in text
