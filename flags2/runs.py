@@ -56,10 +56,10 @@ from flags2.servers import (
     LOOPBACK_NAMES,
     SERVER_PATH,
     ServerStartError,
-    bundled_port,
     bundled_server,
     server_command,
     server_stats,
+    start_command,
 )
 from flags2.streams import guarded_streams
 
@@ -356,12 +356,10 @@ class Run:
         server where it can serve this URL (in the label's mode, at its port,
         as the reader would type it). Elsewhere (REMOTE, an https or non-/flags
         URL) it cannot help, and the hint only says where nothing answered."""
-        mode = BUNDLED_MODES.get(self.label)
-        if (port := bundled_port(self.base_url)) is not None:
-            return ('No server answered. Start the bundled one with: '
-                    f'{server_command(mode or "local", port)}')
+        if command := start_command(self.label, self.base_url):
+            return f'No server answered. Start the bundled one with: {command}'
         where = f'No server answered at {printable_url(self.base_url)}'
-        if mode is not None:  # FLAGS2_<LABEL>_URL moved it where the bundled one cannot go
+        if self.label in BUNDLED_MODES:  # FLAGS2_<LABEL>_URL moved it out of its reach
             return (f'{where}; the bundled server serves only http://localhost:PORT/flags, '
                     f'so none was started for {self.label}.')
         return f'{where}.'

@@ -328,6 +328,13 @@ def flags_server_answers(base_url: str, wait: float) -> bool:
     return True
 
 
+def start_command(label: str, base_url: str) -> str | None:
+    """The command that starts the bundled server where it can serve ``base_url``
+    (in the label's mode; local for a URL given with -s), or None where it cannot."""
+    port = bundled_port(base_url)
+    return None if port is None else server_command(BUNDLED_MODES.get(label, 'local'), port)
+
+
 def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
     """GET ``path`` from the root of the server of ``base_url``, decoded from JSON.
 
