@@ -9,7 +9,7 @@ Sample run::
     50 concurrent connections will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 50.
+    Peak requests in flight at the server: 50, on 50 connections.
     Elapsed time: 2.55s
 """
 

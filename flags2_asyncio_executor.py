@@ -11,7 +11,7 @@ Sample run::
     5 concurrent connections will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 1.
+    Peak requests in flight at the server: 1, on 5 connections.
     Elapsed time: 0.50s
 """
 

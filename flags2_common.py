@@ -145,6 +145,10 @@ def build_parser(default_concur_req: int, max_concur_req: int | None = None) -> 
                         default=DEFAULT_TIMEOUT,
                         help='time limit of each flag, redirects and body included, at most '
                              f'{MAX_TIMEOUT:.0f} (1 day) (default={DEFAULT_TIMEOUT})')
+    parser.add_argument('--http2', action='store_true',
+                        help='speak HTTP/2: the requests in flight share a connection (a '
+                             'second one past 100), up to the server\'s own limit of streams; '
+                             'h2c with prior knowledge for http://, ALPN for https://')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='output detailed progress info')
     return parser
@@ -161,6 +165,7 @@ class Options:
     max_req: int
     dest: Path
     timeout: float
+    http2: bool
 
 
 def process_args(parser: ArgumentParser, argv: list[str] | None) -> Options:
@@ -177,7 +182,7 @@ def process_args(parser: ArgumentParser, argv: list[str] | None) -> Options:
     except UsageError as exc:
         parser.refuse(exc)
     return Options(label, base_url, cc_list, args.verbose, args.max_req, args.dest,
-                   args.timeout)
+                   args.timeout, args.http2)
 
 
 def concurrency(max_req: int, max_concur_req: int, cc_count: int) -> int:
@@ -188,11 +193,13 @@ def concurrency(max_req: int, max_concur_req: int, cc_count: int) -> int:
 # --------------------------------------------------------------- reports
 
 def initial_report(cc_list: list[str], concur_req: int, server_label: str,
-                   base_url: str) -> None:
+                   base_url: str, http2: bool = False) -> None:
     print(f'{server_label} site: {printable_url(base_url)}')
     codes = ', '.join(cc_list) if len(cc_list) <= 10 else f'from {cc_list[0]} to {cc_list[-1]}'
     print(f'Searching for {plural(len(cc_list), "flag")}: {codes}')
-    if concur_req == 1:
+    if http2:
+        print(f'{plural(concur_req, "concurrent request")} will be made over HTTP/2.')
+    elif concur_req == 1:
         print('1 connection will be used.')
     else:
         print(f'{concur_req} concurrent connections will be used.')
@@ -215,7 +222,8 @@ def final_report(cc_list: list[str], counter: Counter[DownloadStatus], elapsed: 
         causes = run.causes.most_common()
         print('errors: ' + ', '.join(f'{n} {cause}' for cause, n in causes))
     if (peak := run.peak()) is not None:
-        print(f'Peak requests in flight at the server: {peak}.')
+        on = '' if peak.connections is None else f', on {plural(peak.connections, "connection")}'
+        print(f'Peak requests in flight at the server: {peak.requests}{on}.')
     print(f'Elapsed time: {elapsed:.2f}s')
     if 0 < run.causes['connection refused'] == counter.total():
         print(f'*** {run.no_answer_hint()}', file=sys.stderr)
@@ -238,8 +246,8 @@ def main(download_many: DownloadMany, default_concur_req: int, max_concur_req: i
     opts = process_args(build_parser(default_concur_req, max_concur_req), argv)
     actual_req = concurrency(opts.max_req, max_concur_req, len(opts.cc_list))
     with Run(opts.dest, opts.timeout, label=opts.server_label, base_url=opts.base_url,
-             command_line=argv is None) as run:  # signals, the bundled server, /stats
-        initial_report(opts.cc_list, actual_req, opts.server_label, opts.base_url)
+             http2=opts.http2, command_line=argv is None) as run:  # signals, server, /stats
+        initial_report(opts.cc_list, actual_req, opts.server_label, opts.base_url, opts.http2)
         counter: Counter[DownloadStatus] = Counter()
         t0 = time.perf_counter()
         with run.downloading():  # Ctrl-C, SIGTERM or no thread: on to the report

@@ -332,11 +332,13 @@ class RunResult:
     requested_concurrency: int | None
     repeat: int
     exit_code: int | None  # None: killed at the time limit
+    protocol: str = '1.1'  # HTTP/1.1 or (--http2) HTTP/2
     downloaded: int | None = None
     not_found: int | None = None
     errors: int | None = None
     elapsed: float | None = None
     peak_in_flight: int | None = None
+    connections: int | None = None  # that carried the requests, as the server counts them
     ideal: float | None = None
     efficiency: float | None = None
     problem: str = ''
@@ -456,21 +458,24 @@ def progress_text(plan: Plan, variant: Variant, seconds: float) -> str:
     return text
 
 
-def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int,
+def run_once(plan: Plan, job: Job, repeat: int,
              progress: Callable[[str], None] = lambda text: None) -> RunResult:
     """One run in a fresh process; ``progress`` is told how it goes while it works."""
+    variant, requested, protocol = job
     concur_req = variant.concurrency(requested, len(plan.cc_list))
     cmd = [sys.executable, str(variant.script), *plan.cc_list, '-s', plan.base_url,
            '-o', str(plan.dest), '--timeout', str(plan.timeout)]
     if requested is not None and variant.concurrent:
         cmd += ['-m', str(requested)]
+    if protocol == '2':
+        cmd += ['--http2']
     server_stats(plan.base_url, reset=True)  # the script resets again just before it starts
     proc = run_child(cmd, plan.time_limit,
                      lambda seconds: progress(progress_text(plan, variant, seconds)))
     if proc.returncode is None:
-        return RunResult(variant.name, concur_req, requested, repeat, None,
+        return RunResult(variant.name, concur_req, requested, repeat, None, protocol,
                          problem=f'timed out after {plan.time_limit:g} s')
-    run = RunResult(variant.name, concur_req, requested, repeat, proc.returncode)
+    run = RunResult(variant.name, concur_req, requested, repeat, proc.returncode, protocol)
     if plan.verbose:
         n = len(plan.cc_list)
         shown = [Path(cmd[1]).name, f'<{plural(n, "code")}>', *cmd[2 + n:]]
@@ -481,10 +486,11 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int,
         lines = plan.masked(proc.stderr).strip().splitlines()
         run.problem = f'no report (exit {proc.returncode})' + (f': {lines[-1]}' if lines else '')
         return run
-    stats = server_stats(plan.base_url)
-    peak = stats.get('peak_in_flight') if stats else None
-    if is_count(peak):
+    stats = server_stats(plan.base_url) or {}
+    if is_count(peak := stats.get('peak_in_flight')):
         run.peak_in_flight = peak
+    if is_count(connections := stats.get('connections')):
+        run.connections = connections
     if plan.delays is not None:
         run.ideal = variant_ideal(plan.delays, plan.cc_list, variant, concur_req)
         if run.elapsed > 0:
@@ -494,8 +500,7 @@ def run_once(plan: Plan, variant: Variant, requested: int | None, repeat: int,
     return run
 
 
-def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
-            results: list[RunResult]) -> None:
+def run_all(plan: Plan, jobs: list[Job], repeat: int, results: list[RunResult]) -> None:
     """Run every job ``repeat`` times, round-robin so slow spells hit them all alike.
 
     The bar moves within a run too: its clock, and the run's time and the
@@ -503,10 +508,12 @@ def run_all(plan: Plan, jobs: list[tuple[Variant, int | None]], repeat: int,
     """
     with tqdm.tqdm(total=len(jobs) * repeat, unit='run', file=sys.stderr) as bar:
         for r in range(1, repeat + 1):
-            for variant, requested in jobs:
+            for job in jobs:
+                variant, requested, protocol = job
                 m = '' if requested is None or not variant.concurrent else f' -m {requested}'
-                bar.set_description(f'{variant.name}{m} #{r}')
-                results.append(run_once(plan, variant, requested, r, bar.set_postfix_str))
+                h2 = ' --http2' if protocol == '2' else ''
+                bar.set_description(f'{variant.name}{m}{h2} #{r}')
+                results.append(run_once(plan, job, r, bar.set_postfix_str))
                 bar.set_postfix_str('', refresh=False)
                 bar.update()
 
@@ -521,7 +528,13 @@ class Row:
     variant: str
     concurrency: int
     requested: int | None
+    protocol: str
     runs: list[RunResult]
+
+    @property
+    def series(self) -> str:
+        """The variant, and the protocol where it is not HTTP/1.1: a line of the charts."""
+        return self.variant if self.protocol == '1.1' else f'{self.variant} HTTP/2'
 
     @property
     def measured(self) -> list[RunResult]:
@@ -553,17 +566,17 @@ class Row:
 
     def label(self) -> str:
         if self.variant == 'sequential':
-            return self.variant
-        return f'{self.variant} -m {self.requested or self.concurrency}'
+            return self.series
+        return f'{self.series} -m {self.requested or self.concurrency}'
 
 
 def group_rows(results: list[RunResult]) -> list[Row]:
-    rows: dict[tuple[str, int, int | None], Row] = {}
+    rows: dict[tuple[str, int, int | None, str], Row] = {}
     for run in results:
-        key = (run.variant, run.concurrency, run.requested_concurrency)
+        key = (run.variant, run.concurrency, run.requested_concurrency, run.protocol)
         rows.setdefault(key, Row(*key, [])).runs.append(run)
     order = {name: i for i, name in enumerate(VARIANT_NAMES)}
-    return sorted(rows.values(), key=lambda row: (order.get(row.variant, 99),
+    return sorted(rows.values(), key=lambda row: (order.get(row.variant, 99), row.protocol,
                                                   row.concurrency, row.requested or 0))
 
 
@@ -637,9 +650,18 @@ def build_compare_parser() -> ArgumentParser:
         '--timeline', metavar='FILE.png', type=Path,
         help="Gantt chart of one run of each variant from the server's request log "
              '(needs matplotlib)')
+    parser.add_argument(
+        '--protocols', metavar='LIST',
+        help='comma-separated HTTP versions to run each variant with, of 1.1 and 2 '
+             '(default: 2 with --http2, else 1.1); 1.1,2 puts them side by side')
     parser.add_argument('--json', metavar='FILE', type=Path, help='write every run as JSON')
     parser.add_argument('--csv', metavar='FILE', type=Path, help='write every run as CSV')
     return parser
+
+
+# One kind of run: a variant, its -m (None: its default), the HTTP version.
+Job = tuple[Variant, int | None, str]
+PROTOCOLS = ('1.1', '2')
 
 
 @dataclass
@@ -648,7 +670,7 @@ class Options:
     base_url: str
     cc_list: list[str]
     variants: list[Variant]
-    jobs: list[tuple[Variant, int | None]]
+    jobs: list[Job]
     args: argparse.Namespace
 
 
@@ -661,6 +683,17 @@ def parse_levels(text: str) -> list[int]:
     if not levels or levels[0] < 1:
         raise UsageError(f'--sweep levels must be 1 or more, got {text!r}')
     return levels
+
+
+def parse_protocols(text: str | None, http2: bool) -> list[str]:
+    if text is None:
+        return ['2' if http2 else '1.1']
+    if http2:
+        raise UsageError('use --http2 or --protocols, not both')
+    protocols = {part.strip() for part in text.split(',') if part.strip()}
+    if not protocols or not protocols <= set(PROTOCOLS):
+        raise UsageError(f'--protocols takes 1.1, 2 or 1.1,2, got {text!r}')
+    return [protocol for protocol in PROTOCOLS if protocol in protocols]
 
 
 class UsageErrors(UsageError):
@@ -743,13 +776,12 @@ def check_options(args: argparse.Namespace) -> Options:
     variants = [known[name] for name in VARIANT_NAMES if name in names]
     if args.sweep is not None and args.max_req is not None:
         raise UsageError('use -m or --sweep, not both')
-    jobs: list[tuple[Variant, int | None]] = []
+    jobs: list[Job] = []
     levels = parse_levels(args.sweep) if args.sweep is not None else [args.max_req]
-    for variant in variants:
-        if not variant.concurrent:
-            jobs.append((variant, None))
-        else:
-            jobs.extend((variant, level) for level in levels)
+    for protocol in parse_protocols(args.protocols, args.http2):
+        for variant in variants:
+            for level in levels if variant.concurrent else [None]:
+                jobs.append((variant, level, protocol))
     problems = output_problems(args)
     if args.dest is not None:
         try:
@@ -853,7 +885,7 @@ def report(rows: list[Row], plan: Plan | None, workload: ServerWorkload | None,
     for line in table(rows):
         print(line)
     print('ok / 404 / errors: flags downloaded / not found / failed; peak: most requests in '
-          'flight at the server;')
+          'flight at the server (on how many connections);')
     print('ideal: best possible time in the variant\'s request order at its concurrency; '
           'efficiency = ideal / median.')
     bars = text_bars(rows)

@@ -8,7 +8,7 @@ The baseline for the threadpool and asyncio variants. Sample run::
     1 connection will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 1.
+    Peak requests in flight at the server: 1, on 1 connection.
     Elapsed time: 0.50s
 """
 

@@ -3,14 +3,14 @@
 The executor is the throttle: ``-m N`` means N worker threads, and the
 client has room for exactly N connections. Sample run::
 
-    $ python flags2_threadpool.py -a
-    LOCAL site: http://localhost:8000/flags
+    $ python flags2_threadpool.py -s DELAY -a
+    DELAY site: http://localhost:8001/flags
     Searching for 194 flags: from AD to ZW
     30 concurrent connections will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 1.
-    Elapsed time: 0.30s
+    Peak requests in flight at the server: 30, on 30 connections.
+    Elapsed time: 3.41s
 """
 
 from collections import Counter

@@ -11,7 +11,7 @@ than ``concur_req`` requests at once. Sample run::
     10 concurrent connections will be used.
     --------------------
     194 flags downloaded.
-    Peak requests in flight at the server: 10.
+    Peak requests in flight at the server: 10, on 10 connections.
     Elapsed time: 20.39s
 """
 

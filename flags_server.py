@@ -34,17 +34,20 @@ import re
 import string
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from flags2.codes import countries, country_codes
+from flags2.h2wire import H2cConnections, Session, StreamRequest
 from flags2.wire import (
     BACKLOG,
     FD_HEADROOM,
     WIRE_FAULTS,
-    Connections,
+    Activity,
     Limits,
     Response,
     default_max_connections,
@@ -73,6 +76,10 @@ ALLOWED_METHODS = ('GET', 'HEAD')
 # which must say what is allowed; any other is a 501 (RFC 9110 9.1).
 KNOWN_METHODS = frozenset({'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS',
                            'TRACE', 'PATCH'})
+# A run names itself in a header of each request, so /stats?run=TOKEN can
+# give it figures of its own, whatever other runs do meanwhile.
+RUN_HEADER = 'x-flags2-run'
+RUN_TOKEN = re.compile(r'[0-9a-z]{1,32}')
 
 # What --fault can inject, with the words --help shows for each. ERROR mode
 # answers 418 unless told otherwise; any mode takes a --fault.
@@ -149,8 +156,9 @@ class FlagApp:
         """GET /workload: the same bytes for as long as the server runs."""
         return json.dumps(workload_info(self.workload)).encode()
 
-    async def respond(self, method: str, target: str) -> Response:
-        path = target.partition('?')[0]
+    async def respond(self, method: str, target: str, *, headers: Mapping[str, str],
+                      connection: int) -> Response:
+        path, _, query = target.partition('?')
         if method not in ALLOWED_METHODS:
             if method not in KNOWN_METHODS:
                 return text_response(HTTPStatus.NOT_IMPLEMENTED)
@@ -158,7 +166,12 @@ class FlagApp:
             refused.headers = (('Allow', ', '.join(ALLOWED_METHODS)),)
             return refused
         if path == '/stats':
-            return json_response(self.stats.as_dict())
+            runs = parse_qs(query).get('run')
+            if runs is None:
+                return json_response(self.stats.as_dict())
+            if not (len(runs) == 1 and RUN_TOKEN.fullmatch(runs[0])):
+                return text_response(HTTPStatus.BAD_REQUEST)
+            return json_response(self.stats.run_dict(runs[0]))
         if path == '/stats/reset':
             self.stats.reset()
             self.log.reset()
@@ -169,10 +182,13 @@ class FlagApp:
             return Response(HTTPStatus.OK, await self.log.json_body(), 'application/json')
         if not path.startswith('/flags/'):
             return text_response(HTTPStatus.NOT_FOUND)
-        self.stats.hold(asyncio.current_task())  # released by HeldConnections
+        run = headers.get(RUN_HEADER, '')
+        run_token = run if RUN_TOKEN.fullmatch(run) else None  # a malformed one is ignored
+        # released by HeldConnections
+        self.stats.hold(asyncio.current_task(), connection, run_token)
         start = time.monotonic()
         response = await self.flag(path)
-        self.stats.by_status[response.status] += 1
+        self.stats.count(response.status, run_token)
         self.log.add(start, path, response.status)
         return response
 
@@ -251,6 +267,51 @@ def json_response(data: dict[str, Any]) -> Response:
 # /stats/reset, for flags2_compare.py's timeline chart.
 
 @dataclass
+class Figures:
+    """What /stats shows, for the whole server or for one run."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+    held: set[object] = field(default_factory=set)  # one token per request held
+    peak_in_flight: int = 0
+    connections: set[int] = field(default_factory=set)  # ids of those that carried requests
+    started: float = field(default_factory=time.time)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held)
+
+    def hold(self, token: object, connection: int) -> None:
+        self.held.add(token)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.held))
+        if len(self.connections) < MAX_CONNECTION_IDS:
+            self.connections.add(connection)
+
+    def release(self, token: object) -> None:
+        self.held.discard(token)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            'requests': {str(int(k)): v for k, v in sorted(self.by_status.items())},
+            'in_flight': self.in_flight,
+            'peak_in_flight': self.peak_in_flight,
+            'connections': len(self.connections),
+            'since': self.started,
+        }
+
+    def reset(self) -> None:
+        self.by_status.clear()
+        self.peak_in_flight = self.in_flight
+        self.connections.clear()
+        self.started = time.time()
+
+
+# Bounds on what /stats remembers: a run's figures beyond the most recent
+# MAX_RUNS are forgotten, and a figure counts at most MAX_CONNECTION_IDS
+# connections (a run has one per concurrent request, a few hundred at most).
+MAX_RUNS = 64
+MAX_CONNECTION_IDS = 100_000
+
+
 class Stats:
     """Counters behind GET /stats, so a run can show real concurrency.
 
@@ -261,44 +322,66 @@ class Stats:
     Ctrl-C) still counts while the server sleeps its delay, and a stalled one
     counts until the client hangs up: ``peak_in_flight`` is the most requests
     the server held at once since the last reset, abandoned ones included.
+
+    Each figure is kept for the whole server (since the last reset) and for
+    each run that named itself (since its first request): two runs at once
+    each see their own peak, whoever resets.
     """
 
-    by_status: Counter[int] = field(default_factory=Counter)
-    held: set[object] = field(default_factory=set)  # one token per request held
-    peak_in_flight: int = 0
-    started: float = field(default_factory=time.time)
+    def __init__(self) -> None:
+        self.total = Figures()
+        self.runs: OrderedDict[str, Figures] = OrderedDict()
+        self.held_runs: dict[object, Figures] = {}  # the run of each request held
 
     @property
     def in_flight(self) -> int:
-        return len(self.held)
+        return self.total.in_flight
 
-    def hold(self, token: object) -> None:
-        self.held.add(token)
-        self.peak_in_flight = max(self.peak_in_flight, len(self.held))
+    @property
+    def peak_in_flight(self) -> int:
+        return self.total.peak_in_flight
+
+    def hold(self, token: object, connection: int, run: str | None = None) -> None:
+        self.total.hold(token, connection)
+        if run is not None:
+            figures = self.runs.get(run)
+            if figures is None:
+                figures = self.runs[run] = Figures()
+                if len(self.runs) > MAX_RUNS:
+                    self.runs.popitem(last=False)
+            figures.hold(token, connection)
+            self.held_runs[token] = figures
 
     def release(self, token: object) -> None:
-        self.held.discard(token)
+        self.total.release(token)
+        if (figures := self.held_runs.pop(token, None)) is not None:
+            figures.release(token)
+
+    def count(self, status: int, run: str | None = None) -> None:
+        self.total.by_status[status] += 1
+        if run is not None and (figures := self.runs.get(run)) is not None:
+            figures.by_status[status] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            'requests': {str(int(k)): v for k, v in sorted(self.by_status.items())},
-            'in_flight': self.in_flight,
-            'peak_in_flight': self.peak_in_flight,
-            'since': self.started,
-        }
+        return self.total.as_dict()
+
+    def run_dict(self, run: str) -> dict[str, Any]:
+        """/stats?run=RUN: that run's figures; zeros for a run never seen (or forgotten)."""
+        figures = self.runs.get(run)
+        return (figures or Figures()).as_dict()
 
     def reset(self) -> None:
-        self.by_status.clear()
-        self.peak_in_flight = self.in_flight
-        self.started = time.time()
+        """/stats/reset: the server's figures start over; each run's stay its own."""
+        self.total.reset()
 
 
-class HeldConnections(Connections):
+class HeldConnections(H2cConnections):
     """The wire, releasing each flag request's hold only when its exchange is over.
 
-    ``serve_one`` returns (or raises) once the answer is written, the fault is
-    on the wire, a stall has seen the client close, or the connection broke;
-    the app took the hold when it began on the flag.
+    ``serve_one`` (HTTP/1.1) and ``serve_stream`` (HTTP/2) return (or raise)
+    once the answer is written, the fault is on the wire, a stall has seen
+    the client close, or the connection broke; the app took the hold when it
+    began on the flag.
     """
 
     def __init__(self, app: FlagApp, limits: Limits | None = None) -> None:
@@ -306,9 +389,16 @@ class HeldConnections(Connections):
         self.stats = app.stats
 
     async def serve_one(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> bool:
+                        writer: asyncio.StreamWriter, connection: int) -> bool:
         try:
-            return await super().serve_one(reader, writer)
+            return await super().serve_one(reader, writer, connection)
+        finally:
+            self.stats.release(asyncio.current_task())
+
+    async def serve_stream(self, session: Session, stream_id: int,
+                           request: StreamRequest) -> None:
+        try:
+            await super().serve_stream(session, stream_id, request)
         finally:
             self.stats.release(asyncio.current_task())
 
@@ -446,12 +536,16 @@ class ServerSpec:
 
 
 async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
-                stop: asyncio.Event | None = None, limits: Limits | None = None) -> None:
-    """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it)."""
+                stop: asyncio.Event | None = None, limits: Limits | None = None,
+                stdin_closed: asyncio.Event | None = None, linger: float = 0.0) -> None:
+    """Serve every spec until ``stop`` is set (SIGINT and SIGTERM set it), or until
+    ``stdin_closed`` is set and no request has come or been in flight for ``linger``
+    seconds."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     quiet_accept_errors(asyncio.get_running_loop())
-    pools: list[Connections] = []
+    pools: list[HeldConnections] = []
+    watcher = None
     try:
         for spec in specs:
             pool = HeldConnections(FlagApp(spec.workload), limits)
@@ -462,10 +556,28 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
             print(f'{label} mode serving http://{host}:{port}/flags', flush=True)
         if ready_message:
             print('Ready. Press Ctrl-C to stop.', flush=True)
+        if stdin_closed is not None:
+            watcher = asyncio.create_task(
+                stop_when_quiet(stdin_closed, [p.activity for p in pools], linger, stop))
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         for held in pools:
             await held.close()
+
+
+async def stop_when_quiet(stdin_closed: asyncio.Event, activities: list[Activity],
+                          linger: float, stop: asyncio.Event) -> None:
+    """Once stdin has closed, set ``stop`` when every pool has been quiet for ``linger``.
+
+    The run that started us has ended; another may be about to start, and can
+    find us still serving if it comes within ``linger`` seconds.
+    """
+    await stdin_closed.wait()
+    while (quiet := min(activity.quiet_for() for activity in activities)) < linger:
+        await asyncio.sleep(linger - quiet if quiet else min(linger, 0.1))
+    stop.set()
 
 
 # ---------------------------------------------------------------------- CLI
@@ -473,7 +585,9 @@ async def serve(specs: list[ServerSpec], bind: str, ready_message: bool = True,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Serve generated flag GIFs for the flags2 scripts '
-                    '(LOCAL, DELAY and ERROR modes).',
+                    '(LOCAL, DELAY and ERROR modes). Each port speaks HTTP/1.1 and, '
+                    'to a client that opens with the HTTP/2 preface, HTTP/2 '
+                    'in clear text (h2c with prior knowledge).',
         epilog='fault kinds for --fault:\n' + '\n'.join(
             f'  {kind:16}{text}' for kind, text in FAULTS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -507,10 +621,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help='connections open at once per mode; more are turned away '
                              'with 503 (default: 1024, or fewer to stay below the '
                              'file-handle limit)')
+    parser.add_argument('--max-streams', type=int, default=Limits.max_streams, metavar='N',
+                        help='HTTP/2 requests (streams) open at once on one connection: '
+                             'SETTINGS_MAX_CONCURRENT_STREAMS (default: %(default)s)')
     parser.add_argument('--exit-with-stdin', action='store_true',
                         help=argparse.SUPPRESS)  # used by the scripts' auto-start
-    # i15-rest's stand-in for the h2-server branch's --linger: theirs wins on merge.
-    parser.add_argument('--linger', type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument('--linger', type=float, default=0.0, metavar='SECONDS',
+                        help='with --exit-with-stdin (the auto-started server): once stdin '
+                             'closes, serve on until no request has come or been in flight '
+                             'for this long, then exit (default: 0, exit at once)')
     return parser
 
 
@@ -539,12 +658,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('--idle-timeout is a number of seconds above 0, at most a day')
     if args.max_connections is not None and args.max_connections < 1:
         parser.error('--max-connections is at least 1')
+    if not 1 <= args.max_streams <= 2 ** 31 - 1:
+        parser.error('--max-streams is at least 1')
+    if not 0 <= args.linger <= 24 * 60 * 60:
+        parser.error('--linger is a number of seconds from 0 to a day')
     specs = specs_from_args(args)
     # Room for the connections, plus a backlog's worth accepted in one go
     # before any can be turned away.
     fd_limit(len(specs) * (args.max_connections or 1024) + BACKLOG + FD_HEADROOM)
     limits = Limits(args.idle_timeout,
-                    args.max_connections or default_max_connections(len(specs)))
+                    args.max_connections or default_max_connections(len(specs)),
+                    args.max_streams)
     for cc in country_codes():  # draw every flag (and its metadata) before saying "ready"
         flag_gif(cc)
         metadata_json(cc)
@@ -552,23 +676,12 @@ def main(argv: list[str] | None = None) -> int:
         gzip_bomb()  # a third of a second: not inside the first request's time limit
 
     async def run() -> None:
-        stop = asyncio.Event()
+        stdin_closed = None
         if args.exit_with_stdin:
-            closed = asyncio.Event() if args.linger else stop
-            stop_when_stdin_closes(asyncio.get_running_loop(), closed)
-            if args.linger:  # i15-rest's stand-in (see build_parser): theirs wins on merge
-                lingering = asyncio.create_task(linger(closed, stop))  # noqa: F841, RUF006
-        await serve(specs, args.bind, stop=stop, limits=limits)
-
-    async def linger(closed: asyncio.Event, stop: asyncio.Event) -> None:
-        """Once stdin closes, stop when no connection has been open for --linger s."""
-        await closed.wait()
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < args.linger:
-            await asyncio.sleep(0.05)
-            if len(asyncio.all_tasks()) > 2:  # run(), linger(), and a task per connection
-                quiet_since = time.monotonic()
-        stop.set()
+            stdin_closed = asyncio.Event()
+            stop_when_stdin_closes(asyncio.get_running_loop(), stdin_closed)
+        await serve(specs, args.bind, limits=limits, stdin_closed=stdin_closed,
+                    linger=args.linger)
 
     try:
         asyncio.run(run())

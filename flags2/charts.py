@@ -12,6 +12,7 @@ run, a suffix matplotlib cannot write.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -41,6 +42,9 @@ SWEEP_STYLES: dict[str, tuple[str, str, str, float]] = {  # marker, dashes, face
     'threadpool': ('o', '-', 'full', 0.94),
     'asyncio': ('s', '--', 'none', 1.06),
 }
+
+
+HTTP2_STYLE = ('^', '-.')  # marker, dashes: a variant's HTTP/2 line beside its HTTP/1.1 one
 
 
 def check_matplotlib() -> str | None:
@@ -118,21 +122,24 @@ def plot_sweep(path: Path, rows: list[Row], subtitle: str,
     fig = Figure(figsize=(9, 7.5), layout='constrained')
     ax, eff_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
     levels = sorted({row.concurrency for row in rows})
-    for name, colour in COLOURS.items():
-        mine = [row for row in rows if row.variant == name and row.median is not None]
+    for (variant, colour), http2 in itertools.product(COLOURS.items(), (False, True)):
+        name = f'{variant} HTTP/2' if http2 else variant
+        mine = [row for row in rows if row.series == name and row.median is not None]
         if not mine:
             continue
-        if name == 'sequential':
+        if variant == 'sequential':
             row = mine[0]
             assert row.median is not None
-            ax.axhline(row.median, color=colour, linestyle=':', linewidth=1.5,
-                       label=f'sequential (the baseline): {row.median:.2f} s')
+            ax.axhline(row.median, color=colour, linestyle='-.' if http2 else ':',
+                       linewidth=1.5, label=f'{name} (the baseline): {row.median:.2f} s')
             if (efficiency := row.efficiency()) is not None:
-                eff_ax.plot([1], [efficiency * 100], marker='s', markersize=10,
-                            markerfacecolor='none', linestyle='none', color=colour,
-                            label='sequential')
+                eff_ax.plot([1], [efficiency * 100], marker='D' if http2 else 's',
+                            markersize=10, markerfacecolor='none', linestyle='none',
+                            color=colour, label=name)
             continue
-        marker, dashes, fill, offset = SWEEP_STYLES.get(name, ('o', '-', 'full', 1.0))
+        marker, dashes, fill, offset = SWEEP_STYLES.get(variant, ('o', '-', 'full', 1.0))
+        if http2:  # the same colour, its own marker and dashes
+            marker, dashes = HTTP2_STYLE
         style: dict[str, Any] = {'marker': marker, 'linestyle': dashes, 'fillstyle': fill}
         xs = [row.concurrency * offset for row in mine]
         ys = [row.median or 0.0 for row in mine]
@@ -179,11 +186,11 @@ def max_overlap(requests: list[dict[str, Any]]) -> int:
 
 
 def timeline_rows(rows: list[Row]) -> list[Row]:
-    """One row a variant, in the rows' order: its only one, or in a sweep the
-    lowest level above 1."""
+    """One row a variant (and protocol), in the rows' order: its only one, or in a
+    sweep the lowest level above 1."""
     chosen = []
-    for name in dict.fromkeys(row.variant for row in rows):
-        mine = [row for row in rows if row.variant == name and row.median_run is not None
+    for name in dict.fromkeys(row.series for row in rows):
+        mine = [row for row in rows if row.series == name and row.median_run is not None
                 and row.median_run.requests]
         if mine:
             above_one = [row for row in mine if row.concurrency > 1]

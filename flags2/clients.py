@@ -38,6 +38,12 @@ response as the book does (``resp.content``):
 - a kept-alive connection carries nothing from one answer to the next: one
   that holds bytes past a complete answer is closed, and a GET that meets
   one the server closed while it was idle goes again on a new connection.
+
+With ``--http2`` (``Run.http2``) each shard is one HTTP/2 connection
+carrying up to 100 requests at once (httpcore2's cap), as few as the
+requests in flight need: one where the server's own limit of streams is
+lower (``h2settings``). A sync request cut at its deadline shuts its
+connection down, so the other requests on it go again on a new one.
 """
 
 from __future__ import annotations
@@ -57,9 +63,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx2
 
-from flags2.failures import BadFlagError, BodyCheck, closed_unanswered
+from flags2.failures import BadFlagError, BodyCheck, closed_unanswered, stream_reset
+from flags2.h2settings import CLIENT_STREAMS
 from flags2.options import url_problem
-from flags2.runs import Run, RunStopped, current_run
+from flags2.runs import RUN_HEADER, Run, RunStopped, current_run
 
 if TYPE_CHECKING:  # at run time loaded with the HTTP stack, once a run starts
     import httpcore2
@@ -72,13 +79,15 @@ HEADERS = {'Accept-Encoding': 'identity'}
 # The request extension holding when a request must end: redirects share
 # their first request's extensions, so every hop of a flag has one deadline.
 DEADLINE = 'flags2.deadline'
+# Set once a request went again after its HTTP/2 connection broke: once only.
+RETRIED = 'flags2.retried'
 
 
 def make_client(concur_req: int) -> httpx2.Client:
     """The run's client for ``concur_req`` threads (1 for the sequential script)."""
     run = current_run()
     return httpx2.Client(transport=ShardedTransport(concur_req, run), timeout=run.timeout,
-                         headers=HEADERS)
+                         headers={**HEADERS, RUN_HEADER: run.run_id})
 
 
 def make_async_client(concur_req: int) -> httpx2.AsyncClient:
@@ -87,7 +96,7 @@ def make_async_client(concur_req: int) -> httpx2.AsyncClient:
     run = current_run()
     run.attach_loop(asyncio.get_running_loop())
     return httpx2.AsyncClient(transport=AsyncShardedTransport(concur_req, run),
-                              timeout=run.timeout, headers=HEADERS)
+                              timeout=run.timeout, headers={**HEADERS, RUN_HEADER: run.run_id})
 
 
 # ------------------------------------------------------------ the shards
@@ -100,6 +109,14 @@ def shard_sizes(concur_req: int, size: int = SHARD_SIZE) -> list[int]:
 
 def shard_limits(size: int) -> httpx2.Limits:
     return httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+
+
+def http2_sizes(concur_req: int, run: Run) -> list[int]:
+    """Requests per HTTP/2 connection: a second connection only for the client's
+    own cap, never past the server's (its throttle holds the rest back)."""
+    if run.server_streams < CLIENT_STREAMS:
+        return [concur_req]
+    return shard_sizes(concur_req, CLIENT_STREAMS)
 
 
 class ShardLoad:
@@ -146,9 +163,8 @@ Shard = TypeVar('Shard', httpx2.Client, httpx2.AsyncClient)
 class Shards(Generic[Shard]):
     """The small clients of one transport, each built when a request first needs it."""
 
-    def __init__(self, concur_req: int, build: Callable[[int], Shard],
-                 size: int = SHARD_SIZE) -> None:
-        self.sizes = shard_sizes(concur_req, size)
+    def __init__(self, sizes: list[int], build: Callable[[int], Shard]) -> None:
+        self.sizes = sizes
         self.build: Callable[[int], Shard] = build
         self.load = ShardLoad(self.sizes)
         self.built: list[Shard | None] = [None] * len(self.sizes)
@@ -167,6 +183,22 @@ class Shards(Generic[Shard]):
 
     def all(self) -> list[Shard]:
         return [shard for shard in self.built if shard is not None]
+
+    def retire(self, index: int, shard: Shard, exc: BaseException) -> Shard | None:
+        """Forget an HTTP/2 shard whose connection broke (not one stream reset), so
+        the next request builds a new one; the caller closes what this returns.
+
+        httpcore2 keeps a failed HTTP/2 connection in its pool, and a shard has
+        room for one: the shard's next requests would wait for it until their
+        deadlines.
+        """
+        if not isinstance(exc, httpx2.TransportError) or stream_reset(exc):
+            return None
+        with self.lock:
+            if self.built[index] is not shard:  # retired already
+                return None
+            self.built[index] = None
+        return shard
 
 
 # ------------------------------------------------------------- the bodies
@@ -355,6 +387,18 @@ def check_url(request: httpx2.Request) -> None:
         raise BadFlagError(f'{what} {problem}', request)
 
 
+def goes_again(request: httpx2.Request, exc: BaseException) -> bool:
+    """Whether a GET whose HTTP/2 connection broke under it goes once more, on a new
+    connection: the break may be another stream's doing (or the deadline of
+    another request, which shut the connection down), and a GET is
+    idempotent (RFC 9110). A stream the server reset was answered: no."""
+    if (request.method != 'GET' or not isinstance(exc, httpx2.TransportError)
+            or stream_reset(exc) or request.extensions.get(RETRIED)):
+        return False
+    request.extensions[RETRIED] = True
+    return True
+
+
 def timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
     """What a request cut at its deadline raises: a read timeout, as httpx2's own."""
     return httpx2.ReadTimeout('the whole request took longer than its timeout',
@@ -370,12 +414,16 @@ class ShardedTransport(httpx2.BaseTransport):
         self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
         self.sockets = OpenSockets()
-        self.shards = Shards(concur_req, self.build, size=1)
+        sizes = http2_sizes(concur_req, run) if run.http2 else [1] * concur_req
+        self.shards = Shards(sizes, self.build)
         self.lines = [Line(self.sockets) for _ in self.shards.sizes]
         self.deadlines = Deadlines()
         run.on_stop(self.sockets.shut_down)
 
     def build(self, size: int) -> httpx2.Client:
+        if self.run.http2:
+            return httpx2.Client(http1=False, http2=True, limits=shard_limits(1),
+                                 verify=self.tls, timeout=self.timeout)
         return httpx2.Client(limits=shard_limits(size), verify=self.tls, timeout=self.timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -386,7 +434,6 @@ class ShardedTransport(httpx2.BaseTransport):
             raise timed_out(request)
         index, shard, release = self.shards.pick()
         line = self.lines[index]
-        request.extensions['trace'] = line.trace
         watch = self.deadlines.watch(deadline, line, request)
         try:
             with self.run.interruptible():
@@ -394,11 +441,17 @@ class ShardedTransport(httpx2.BaseTransport):
         except BaseException as exc:
             watch.end()
             release()
+            if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
+                broken.close()
+            if isinstance(exc, RuntimeError) and shard.is_closed:  # retired as this one began
+                return self.handle_request(request)
             if isinstance(exc, httpx2.TransportError):
                 if self.run.stopping:
                     raise RunStopped from exc
                 if watch.fired:
                     raise timed_out(request) from exc
+                if self.run.http2 and goes_again(request, exc):
+                    return self.handle_request(request)
             raise
         try:
             body = Body(response, request)
@@ -414,15 +467,17 @@ class ShardedTransport(httpx2.BaseTransport):
     def send(self, shard: httpx2.Client, request: httpx2.Request, line: Line,
              watch: Watch) -> httpx2.Response:
         """Send on the shard's one connection: a GET that met it closed by the server
-        goes once more, on a new one (not when the deadline or a stop closed it)."""
-        line.attempt = attempt = Attempt()
+        (or by another request's deadline, over HTTP/2) goes once more, on a new
+        one (not when its own deadline or a stop closed it)."""
+        attempt = Attempt()
+        request.extensions['trace'] = line.tracer(attempt, watch)
         try:
             return shard.send(request, stream=True)
         except httpx2.TransportError as exc:
             if (watch.fired or self.run.stopping
                     or not attempt.met_closed(request, exc, first=True)):
                 raise
-        line.attempt = Attempt()
+        request.extensions['trace'] = line.tracer(Attempt(), watch)
         return shard.send(request, stream=True)
 
     def close(self) -> None:
@@ -435,11 +490,15 @@ class ShardedTransport(httpx2.BaseTransport):
 
 class AsyncShardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, concur_req: int, run: Run) -> None:
-        self.timeout = run.timeout
+        self.run, self.timeout = run, run.timeout
         self.tls = LazyTLSContext()
-        self.shards = Shards(concur_req, self.build)
+        sizes = http2_sizes(concur_req, run) if run.http2 else shard_sizes(concur_req)
+        self.shards = Shards(sizes, self.build)
 
     def build(self, size: int) -> httpx2.AsyncClient:
+        if self.run.http2:
+            return httpx2.AsyncClient(http1=False, http2=True, limits=shard_limits(1),
+                                      verify=self.tls, timeout=self.timeout)
         return httpx2.AsyncClient(limits=shard_limits(size), verify=self.tls,
                                   timeout=self.timeout)
 
@@ -450,11 +509,18 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         index, shard, release = self.shards.pick()
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self.send(shard, request, self.shards.sizes[index])
+                connections = 1 if self.run.http2 else self.shards.sizes[index]
+                response = await self.send(shard, request, connections)
         except BaseException as exc:
             release()
+            if self.run.http2 and (broken := self.shards.retire(index, shard, exc)):
+                await broken.aclose()
+            if isinstance(exc, RuntimeError) and shard.is_closed:  # retired as this one began
+                return await self.handle_async_request(request)
             if isinstance(exc, TimeoutError):
                 raise timed_out(request) from exc
+            if self.run.http2 and goes_again(request, exc):
+                return await self.handle_async_request(request)
             raise
         try:
             body = Body(response, request)
@@ -467,12 +533,12 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
         return response
 
     async def send(self, shard: httpx2.AsyncClient, request: httpx2.Request,
-                   size: int) -> httpx2.Response:
-        """Send on the shard of ``size`` connections: a GET that met a kept-alive one
+                   connections: int) -> httpx2.Response:
+        """Send on the shard of ``connections``: a GET that met a kept-alive one
         closed by the server goes again. The pool may hand it another idle one
         (a server that stops closes them all); each such try drops one, so the
-        last of ``size`` + 1 tries opens a new connection."""
-        for tries in range(size):
+        last of ``connections`` + 1 tries opens a new connection."""
+        for tries in range(connections):
             attempt = Attempt()
             request.extensions['trace'] = attempt.atrace
             try:
@@ -490,7 +556,8 @@ class AsyncShardedTransport(httpx2.AsyncBaseTransport):
 
 # ------------------------------------------------- kept-alive connections
 
-ANSWERED = 'http11.receive_response_headers.complete'
+ANSWERED = ('http11.receive_response_headers.complete',
+            'http2.receive_response_headers.complete')
 
 
 class Attempt:
@@ -504,7 +571,7 @@ class Attempt:
     def seen(self, event: str) -> None:
         if event in CONNECTED:
             self.connected = True
-        elif event == ANSWERED:
+        elif event in ANSWERED:
             self.answered = True
 
     async def atrace(self, event: str, info: dict[str, Any]) -> None:
@@ -541,21 +608,19 @@ class Line:
     def __init__(self, sockets: OpenSockets) -> None:
         self.sockets = sockets
         self.sock: socket.socket | None = None
-        self.watch: Watch | None = None  # of the request on it now
-        self.attempt = Attempt()  # of the request on it now
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        self.attempt.seen(event)
-        if event not in CONNECTED:
-            return
-        sock = info['return_value'].get_extra_info('socket')
+    def tracer(self, attempt: Attempt, watch: Watch) -> Callable[[str, dict[str, Any]], None]:
+        """The ``trace`` of one try at a request: what it met, and its socket."""
+        def trace(event: str, info: dict[str, Any]) -> None:
+            attempt.seen(event)
+            if event in CONNECTED:
+                self.connected(info['return_value'].get_extra_info('socket'), watch)
+        return trace
+
+    def connected(self, sock: object, watch: Watch) -> None:
         if not isinstance(sock, socket.socket):
             return
         self.sockets.add(sock)
-        watch = self.watch
-        if watch is None:
-            self.sock = sock
-            return
         with watch.lock:  # Watch.fire holds it: one of the two sees the other's write
             self.sock = sock
             cut = watch.fired
@@ -572,7 +637,6 @@ class Watch:
                  lock: threading.Condition) -> None:
         self.deadline, self.line, self.request, self.lock = deadline, line, request, lock
         self.fired = self.ended = False
-        line.watch = self
 
     def end(self) -> None:
         with self.lock:

@@ -177,6 +177,8 @@ def error_cause(exc: BaseException) -> str:
         return 'incomplete response body'
     if isinstance(exc, httpx2.TransportError) and (cause := os_error_cause(exc)):
         return cause
+    if isinstance(exc, httpx2.TransportError) and (cause := http2_cause(exc)):
+        return cause
     if isinstance(exc, httpx2.RemoteProtocolError):
         return f'protocol error: {details(exc)}'
     if isinstance(exc, httpx2.ConnectError):
@@ -192,6 +194,49 @@ def error_cause(exc: BaseException) -> str:
     if isinstance(exc, httpx2.DecodingError):
         return f'undecodable response body: {details(exc)}'
     return f'unexpected {type(exc).__name__}: {str(exc) or "no details"}'
+
+
+def http2_event(exc: BaseException) -> object | None:
+    """The h2 event behind an HTTP/2 failure: httpcore2 raises its
+    RemoteProtocolError with the StreamReset or ConnectionTerminated as its one
+    argument."""
+    import h2.events  # loaded with the HTTP stack, once a run starts: not at import
+
+    for seen in chain(exc):
+        if seen.args and isinstance(seen.args[0], h2.events.Event):
+            return seen.args[0]
+    return None
+
+
+def http2_cause(exc: BaseException) -> str | None:
+    import h2.events
+    import h2.exceptions
+
+    if broken := next((seen for seen in chain(exc)
+                       if isinstance(seen, h2.exceptions.ProtocolError)), None):
+        return f'HTTP/2 protocol error: {details(broken)}'
+    event = http2_event(exc)
+    if isinstance(event, h2.events.StreamReset):
+        return f'stream reset by the server ({error_code_name(event.error_code)})'
+    if isinstance(event, h2.events.ConnectionTerminated):
+        return f'connection ended by the server (GOAWAY {error_code_name(event.error_code)})'
+    return None
+
+
+def stream_reset(exc: BaseException) -> bool:
+    """Whether an HTTP/2 failure ended one stream only, its connection still fine."""
+    import h2.events
+
+    return isinstance(http2_event(exc), h2.events.StreamReset)
+
+
+def error_code_name(code: int | None) -> str:
+    import h2.errors
+
+    try:
+        return h2.errors.ErrorCodes(code or 0).name
+    except ValueError:
+        return f'error code {code}'
 
 
 def http_error_text(response: httpx2.Response) -> str:
@@ -252,9 +297,17 @@ def os_error_cause(exc: BaseException) -> str | None:
 def closed_unanswered(exc: BaseException) -> bool:
     """Whether ``exc`` says the server closed or reset the connection, rather than
     answered: a RemoteProtocolError that h11 did not raise (httpcore2's own, for
-    an end of stream where a response head should be), or a reset.
+    an end of stream where a response head should be), or a reset. Over HTTP/2,
+    a GOAWAY, or a stream reset as REFUSED_STREAM (RFC 9113: not processed);
+    not a stream reset otherwise: the server answered that request.
     """
+    import h2.errors
+    import h2.events
     import h11  # loaded with the HTTP stack, once a run starts: not at import
+
+    event = http2_event(exc)
+    if isinstance(event, h2.events.StreamReset):
+        return event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
 
     for seen in chain(exc):
         if isinstance(seen, h11.RemoteProtocolError):  # bytes came, and were wrong

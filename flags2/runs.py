@@ -11,7 +11,8 @@ A ``Run`` owns, for the length of a ``with`` block:
 - stdout and stderr (``streams.guarded_streams``): a closed or failing
   stream, or text its encoding lacks, never ends a download;
 - the bundled server it started, the HTTP stack loaded before the clock
-  starts, the server's /stats;
+  starts, with ``--http2`` the server's stream limit, the server's /stats
+  for this run's requests (the ``RUN_HEADER`` each of them carries);
 - the exit status.
 
 The variants never name it. ``main`` makes it current (a context variable);
@@ -28,12 +29,14 @@ import contextlib
 import contextvars
 import errno
 import importlib
+import secrets
 import signal
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -50,6 +53,7 @@ from flags2.failures import (
     short_cause,
 )
 from flags2.files import new_file_mode, write_atomically
+from flags2.h2settings import CLIENT_STREAMS, NoH2c, server_streams
 from flags2.options import printable_url
 from flags2.servers import (
     BUNDLED_MODES,
@@ -72,6 +76,10 @@ EXIT_OK, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
 # ended (128 + 13). Python ignores SIGPIPE; the run stops instead.
 EXIT_CLOSED_PIPE = 141
 
+# Names the run on each of its requests: the bundled server's /stats?run=
+# counts them apart from another run's, so the Peak line is this run's own.
+RUN_HEADER = 'x-flags2-run'
+
 CURRENT: contextvars.ContextVar[Run] = contextvars.ContextVar('flags2_run')
 
 
@@ -92,6 +100,12 @@ def current_run() -> Run:
                            '(flags2_common.main makes one)') from None
 
 
+@dataclass(frozen=True)
+class Peak:
+    requests: int
+    connections: int | None  # None from a server that does not count them
+
+
 def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -105,16 +119,20 @@ class Run:
 
     ``label`` and ``base_url`` name the server (a label with a bundled mode
     gets the bundled server when nothing answers at its port); ``dest`` and
-    ``timeout`` are what ``save_flag`` and the clients use. Signals are caught
+    ``timeout`` are what ``save_flag`` and the clients use, and ``http2``
+    whether the clients speak HTTP/2. Signals are caught
     in the main thread. ``command_line``: once the run is over they are ignored
     to the exit, so one during the exit changes nothing; otherwise (main
     called in-process, as the tests do) the previous handlers come back.
     """
 
     def __init__(self, dest: Path, timeout: float, *, label: str = '', base_url: str = '',
-                 command_line: bool = False) -> None:
+                 http2: bool = False, command_line: bool = False) -> None:
         self.dest, self.timeout = dest, timeout
         self.label, self.base_url = label, base_url
+        self.http2 = http2
+        self.server_streams = CLIENT_STREAMS  # on one connection, read when http2 starts
+        self.run_id = secrets.token_hex(8)  # sent as RUN_HEADER
         self.command_line = command_line
         self.signum: signal.Signals | None = None  # the first SIGINT or SIGTERM
         self.advice = ''  # what to do about a resource that ran out
@@ -143,6 +161,7 @@ class Run:
             with self.interruptible():  # starting may be cut short
                 self.start_server()
                 preload_http_stack()
+                self.read_server_streams()
                 server_stats(self.base_url, reset=True)
         except KeyboardInterrupt:
             pass  # stopping: download skips download_many, the report says so
@@ -173,6 +192,16 @@ class Run:
         if started is not None:
             print(f'Started the bundled flags server for {self.label} on port '
                   f'{started.port}; it stops once no run uses it.')
+
+    def read_server_streams(self) -> None:
+        if not self.http2:
+            return
+        try:
+            self.server_streams = server_streams(self.base_url, self.timeout)
+        except NoH2c as exc:
+            print(f'*** The server at {printable_url(self.base_url)} does not speak HTTP/2 '
+                  f'without TLS ({exc}): run without --http2.', file=sys.stderr)
+            raise SystemExit(EXIT_ERRORS) from None
 
     @contextlib.contextmanager
     def downloading(self) -> Iterator[None]:
@@ -307,13 +336,18 @@ class Run:
 
     # --------------------------------------------------------------- the end
 
-    def peak(self) -> int | None:
-        """The most requests in flight at a bundled server, unless the run stopped."""
+    def peak(self) -> Peak | None:
+        """The most of this run's requests in flight at a bundled server at once,
+        and how many connections carried them; None if the run stopped."""
         if self.stopping:
             return None
         with contextlib.suppress(KeyboardInterrupt), self.interruptible():
-            stats = server_stats(self.base_url)
-            return stats['peak_in_flight'] if stats else None
+            stats = server_stats(self.base_url, run=self.run_id)
+            if stats is None:
+                return None
+            connections = stats.get('connections')
+            return Peak(stats['peak_in_flight'],
+                        connections if isinstance(connections, int) else None)
         return None
 
     def note_not_found(self, cc_list: list[str], not_found: int) -> None:

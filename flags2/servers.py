@@ -20,6 +20,7 @@ their runs use the one that does.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -350,11 +351,13 @@ def server_json(base_url: str, path: str, timeout: float = 1) -> Any:
     try:  # without the user and password of base_url, which urllib would refuse
         with urllib.request.urlopen(f'{root}{path}', timeout=timeout) as resp:
             return json.load(resp)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # not HTTP/1.x: an h2c-only server
         return None
 
 
-def server_stats(base_url: str, reset: bool = False) -> dict[str, Any] | None:
-    """/stats (or /stats/reset) of a bundled server on loopback; None otherwise."""
-    data = server_json(base_url, '/stats/reset' if reset else '/stats')
+def server_stats(base_url: str, reset: bool = False, run: str = '') -> dict[str, Any] | None:
+    """/stats (or /stats/reset, or one run's: /stats?run=) of a bundled server on
+    loopback; None otherwise."""
+    path = '/stats/reset' if reset else f'/stats?run={run}' if run else '/stats'
+    data = server_json(base_url, path)
     return data if isinstance(data, dict) and 'peak_in_flight' in data else None

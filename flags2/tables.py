@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from flags2_compare import Row
+    from flags2_compare import Row, RunResult
 
 BAR_WIDTH = 40
-CSV_FIELDS = ['variant', 'concurrency', 'requested_concurrency', 'repeat', 'downloaded',
-              'not_found', 'errors', 'elapsed', 'peak_in_flight', 'ideal', 'efficiency',
-              'exit_code', 'problem']
+CSV_FIELDS = ['variant', 'concurrency', 'requested_concurrency', 'repeat', 'protocol',
+              'downloaded', 'not_found', 'errors', 'elapsed', 'peak_in_flight', 'connections',
+              'ideal', 'efficiency', 'exit_code', 'problem']
 
 
 class Recorded(Protocol):
@@ -36,7 +36,7 @@ def span(values: list[int | None]) -> str:
 
 def table(rows: list[Row]) -> list[str]:
     """One line a row, medians with their spread, against the sequential baseline."""
-    baseline = next((row.median for row in rows if row.variant == 'sequential'), None)
+    baseline = next((row.median for row in rows if row.series == 'sequential'), None)
     header = ['variant', 'concurrency', 'ok', '404', 'errors', 'elapsed (min–max)',
               'speedup', 'peak', 'ideal', 'efficiency', 'exit']
     body = []
@@ -56,12 +56,12 @@ def table(rows: list[Row]) -> list[str]:
         exits = sorted({'killed' if run.exit_code is None else str(run.exit_code)
                         for run in row.runs})
         body.append([
-            row.variant, concurrency,
+            row.series, concurrency,
             span([run.downloaded for run in measured]),
             span([run.not_found for run in measured]),
             span([run.errors for run in measured]),
             elapsed, speedup,
-            span([run.peak_in_flight for run in measured]),
+            peak_text(measured),
             '—' if ideal is None else f'{ideal:.2f}s',
             '—' if efficiency is None else f'{efficiency:.0%}',
             ','.join(exits),
@@ -74,6 +74,13 @@ def table(rows: list[Row]) -> list[str]:
         lines.append('  '.join(cells).rstrip())
     lines.insert(1, '-' * len(lines[0]))
     return lines
+
+
+def peak_text(runs: Sequence[RunResult]) -> str:
+    """The peak, and on how many connections where the server counted them."""
+    peak = span([run.peak_in_flight for run in runs])
+    connections = span([run.connections for run in runs])
+    return peak if connections == '—' or peak == '—' else f'{peak} on {connections}'
 
 
 BAR_EIGHTHS = ' ▏▎▍▌▋▊▉'  # a partial block of 0 to 7 eighths

@@ -28,6 +28,7 @@ import contextlib
 import email.utils
 import errno
 import functools
+import itertools
 import os
 import re
 import signal
@@ -37,12 +38,15 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
 __all__ = [
+    'PREFACE',
     'WIRE_FAULTS',
+    'Activity',
     'App',
     'Connections',
     'Limits',
@@ -82,6 +86,7 @@ WIRE_FAULTS = ('reset', 'truncate', 'bad-length', 'stall',  # not expressible as
                'trickle-headers', 'trickle-body', 'endless-chunks', 'gzip-bomb')
 TRICKLE_INTERVAL = 0.1  # seconds between bytes (or chunks): well inside any read timeout
 BOMB_BYTES = 1000 * 1024 ** 2  # what the gzip bomb inflates to, from under 1 MiB
+PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'  # how an h2c client with prior knowledge begins
 
 
 @dataclass
@@ -95,9 +100,15 @@ class Response:
 
 
 class App(Protocol):
-    """What the wire serves: a response for each request line."""
+    """What the wire serves, over either protocol: a response for each request.
 
-    async def respond(self, method: str, target: str) -> Response: ...
+    ``headers`` has the names in lower case (an HTTP/2 request's ``:authority``
+    as ``host``); ``connection`` tells apart the connections of one pool, so
+    an app can count the connections that carried its requests.
+    """
+
+    async def respond(self, method: str, target: str, *, headers: Mapping[str, str],
+                      connection: int) -> Response: ...
 
 
 def text_response(status: HTTPStatus) -> Response:
@@ -159,6 +170,7 @@ class Limits:
 
     idle_timeout: float = 15.0  # seconds a connection may wait for its next request
     max_connections: int = field(default_factory=default_max_connections)  # per pool
+    max_streams: int = 100  # HTTP/2 streams open at once on one connection, as is common
 
 
 def log(line: str) -> None:
@@ -166,8 +178,80 @@ def log(line: str) -> None:
     print(f'flags_server: {line}', file=sys.stderr, flush=True)
 
 
+@dataclass
+class Activity:
+    """When the pool last saw a request begin or end, and how many are being served.
+
+    So a server whose run has ended can tell when it has been quiet for long enough.
+    """
+
+    busy: int = 0
+    last: float = field(default_factory=time.monotonic)
+
+    @contextlib.contextmanager
+    def exchange(self) -> Iterator[None]:
+        self.busy += 1
+        self.last = time.monotonic()
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            self.last = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last request ended; 0 while one is being served."""
+        return 0.0 if self.busy else time.monotonic() - self.last
+
+
+class Sniffer(asyncio.StreamReaderProtocol):
+    """Holds back a connection's first bytes until they show whether it opens with
+    the HTTP/2 preface, then hands all of them on: nothing is lost for HTTP/1.1.
+
+    At most len(PREFACE) bytes wait here; the first byte that differs from the
+    preface (or an end of file) decides at once.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader,
+                 connected: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                     Awaitable[None]],
+                 preface: asyncio.Future[bool]) -> None:
+        super().__init__(reader, connected)
+        self.preface = preface
+        self.first = b''
+
+    def data_received(self, data: bytes) -> None:
+        if self.preface.done():
+            super().data_received(data)
+            return
+        self.first += data
+        if len(self.first) < len(PREFACE) and PREFACE.startswith(self.first):
+            return
+        self.decide()
+
+    def eof_received(self) -> bool:
+        self.decide()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.decide()
+        super().connection_lost(exc)
+
+    def decide(self) -> None:
+        if self.preface.done():
+            return
+        self.preface.set_result(self.first.startswith(PREFACE))
+        first, self.first = self.first, b''
+        if first:
+            super().data_received(first)
+
+
 class Connections:
-    """Serves one app over HTTP/1.1 with keep-alive, and can drop every open connection."""
+    """Serves one app over HTTP/1.1 with keep-alive, and can drop every open connection.
+
+    Each connection gets an id, for the app. A connection that opens with the
+    HTTP/2 preface goes to ``serve_h2``, which a subclass (flags2/h2wire.py)
+    gives a meaning; here it is HTTP/1.1 like any other, and gets a 505.
+    """
 
     def __init__(self, app: App, limits: Limits | None = None) -> None:
         self.app = app
@@ -176,13 +260,21 @@ class Connections:
         self.servers: list[asyncio.Server] = []
         self.turned_away = 0  # since the last line about the cap
         self.last_cap_line = -LOG_INTERVAL
+        self.ids = itertools.count(1)
+        self.activity = Activity()
 
     async def listen(self, bind: str, port: int) -> int:
         """Listen on ``bind`` (both loopbacks for 'localhost'); the port (0: the kernel's pick)."""
+        loop = asyncio.get_running_loop()
+
+        def sniffer() -> Sniffer:
+            preface = loop.create_future()
+            return Sniffer(asyncio.StreamReader(limit=MAX_HEAD),
+                           functools.partial(self.handle, preface=preface), preface)
+
         socks = loopback_sockets(bind, port)
         for sock in socks:
-            self.servers.append(await asyncio.start_server(
-                self.handle, sock=sock, backlog=BACKLOG, limit=MAX_HEAD))
+            self.servers.append(await loop.create_server(sniffer, sock=sock, backlog=BACKLOG))
         bound: int = socks[0].getsockname()[1]
         return bound
 
@@ -194,17 +286,21 @@ class Connections:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def handle(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     preface: asyncio.Future[bool]) -> None:
         task = asyncio.current_task()
         assert task is not None
         if len(self.tasks) >= self.limits.max_connections:
             self.turn_away(writer)
             return
         self.tasks.add(task)
+        connection = next(self.ids)
         try:
-            while await self.serve_one(reader, writer):
-                pass
+            async with asyncio.timeout(self.limits.idle_timeout):
+                h2 = await preface
+            if not (h2 and await self.serve_h2(reader, writer, connection)):
+                while await self.serve_one(reader, writer, connection):
+                    pass
         except Refused as exc:
             log(f'{exc.status.value} {exc.status.phrase} to {peer(writer)}: {exc.reason}')
             await refuse(reader, writer, exc.status)
@@ -214,6 +310,11 @@ class Connections:
         finally:
             self.tasks.discard(task)
             writer.close()
+
+    async def serve_h2(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       connection: int) -> bool:
+        """Serve a connection that opened with the HTTP/2 preface; False: not spoken here."""
+        return False
 
     def turn_away(self, writer: asyncio.StreamWriter) -> None:
         """Close a connection past the cap at once, saying so at most once a second."""
@@ -229,7 +330,7 @@ class Connections:
         writer.close()
 
     async def serve_one(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> bool:
+                        writer: asyncio.StreamWriter, connection: int) -> bool:
         """Answer one request; False when the connection should close.
 
         Raises Refused for a request that must not be served, and TimeoutError
@@ -247,12 +348,15 @@ class Connections:
             else:
                 await discard(reader, request.body_length)
         keep_alive = request.keep_alive
-        response = await self.app.respond(request.method, request.target)
-        if response.wire_fault:
-            await send_fault(reader, writer, response)
-            return False
-        async with asyncio.timeout(self.limits.idle_timeout):
-            await send(writer, response, keep_alive, head_only=request.method == 'HEAD')
+        with self.activity.exchange():
+            response = await self.app.respond(request.method, request.target,
+                                              headers=request.headers, connection=connection)
+            if response.wire_fault:
+                await send_fault(reader, writer, response)
+                return False
+            async with asyncio.timeout(self.limits.idle_timeout):
+                await send(writer, response, keep_alive,
+                           head_only=request.method == 'HEAD')
         return keep_alive
 
 

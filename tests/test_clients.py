@@ -71,7 +71,7 @@ def test_threads_reaching_an_unbuilt_shard_together_build_it_once() -> None:
         time.sleep(0.05)  # wide enough for every thread to find the shard unbuilt
         return httpx2.Client()
 
-    shards = Shards(4, slow_build)  # one shard of 4 connections
+    shards = Shards([4], slow_build)  # one shard of 4 connections
     with ThreadPoolExecutor(max_workers=4) as pool:
         picked = list(pool.map(lambda _: shards.pick()[1], range(4)))
     assert builds == [4]

@@ -8,6 +8,7 @@ columns. The guide's samples are checked the same way by test_companion.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,9 @@ def run_against(server_url: str, tmp_path: Path, *args: str) -> list[str]:
 
 def peak_of(lines: list[str]) -> int:
     line = next(line for line in lines if line.startswith('Peak requests in flight'))
-    return int(line.rstrip('.').rsplit(' ', 1)[1])
+    match = re.search(r'server: (\d+), on \d+ connections?\.$', line)
+    assert match, line
+    return int(match[1])
 
 
 def test_peak_counts_requests_the_client_gave_up_on(tmp_path: Path) -> None:
