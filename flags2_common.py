@@ -113,8 +113,9 @@ def build_parser(default_concur_req: int, max_concur_req: int | None = None) -> 
     parser = ArgumentParser(
         description='Download flags for country codes. Default: top 20 countries by population.',
         epilog='Exit status: 0 when every flag was downloaded or not found, 1 when any '
-               'download failed, the bundled server could not start or threads or file '
-               'handles ran out, 2 for a usage error or a setting that cannot work '
+               'download failed, every code was not found (not a flags server), the '
+               'bundled server could not start or threads or file handles ran out, 2 for '
+               'a usage error or a setting that cannot work '
                '(FLAGS2_LOCAL_URL and the like, HTTP_PROXY and the like), 130 when '
                'interrupted (Ctrl-C), 141 when a reader of the output went away (a closed '
                'pipe, as with | head), 143 when terminated (SIGTERM).')
@@ -226,6 +227,9 @@ def final_report(cc_list: list[str], counter: Counter[DownloadStatus], elapsed: 
     print(f'Elapsed time: {elapsed:.2f}s')
     if 0 < run.causes['connection refused'] == counter.total():
         print(f'*** {run.no_answer_hint()}', file=sys.stderr)
+    run.note_not_found(cc_list, counter[DownloadStatus.NOT_FOUND])
+    if not_flags := run.not_flags_hint():
+        print(f'*** {not_flags}', file=sys.stderr)
     if run.advice:
         print(f'*** {run.advice}', file=sys.stderr)
 

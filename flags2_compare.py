@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import heapq
 import importlib
-import io
 import itertools
 import json
 import math
@@ -31,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,12 +61,13 @@ from flags2.options import (
     ArgumentParser,
     UsageError,
     check_dest,
+    check_proxy_settings,
     positive_float,
     positive_int,
     printable_url,
     resolve_server,
 )
-from flags2.runs import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from flags2.runs import EXIT_CLOSED_PIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from flags2.servers import (
     BUNDLED_MODES,
     ServerStartError,
@@ -74,7 +75,9 @@ from flags2.servers import (
     port_answers,
     server_json,
     server_stats,
+    start_command,
 )
+from flags2.streams import guarded_streams
 from flags2.tables import table, text_bars, write_csv, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -612,7 +615,9 @@ def build_compare_parser() -> ArgumentParser:
                      'answers /workload, /stats or /stats/requests unlike the bundled '
                      'server), or a file could not be written after the runs; 2 for a '
                      'usage error, which includes an output file that cannot be written '
-                     '(all checked before any run); 130 when interrupted.')
+                     '(all checked before any run) or a setting that cannot work '
+                     '(FLAGS2_LOCAL_URL and the like, HTTP_PROXY and the like); 130 when '
+                     'interrupted; 141 when a reader of the output went away.')
     parser.set_defaults(max_req=None, dest=None)
     for action in parser._actions:
         if action.dest == 'max_req':
@@ -704,13 +709,14 @@ def parse_options(parser: ArgumentParser, argv: list[str] | None) -> Options:
     a problem, then the usage, exit 2."""
     args = parser.parse_args(argv)
     try:
+        check_proxy_settings(os.environ)  # as the scripts: one line naming the setting
         return check_options(args)
     except UsageErrors as exc:
         for problem in exc.problems[:-1]:
             print(f'*** Usage error: {problem}', file=sys.stderr)
         parser.error(exc.problems[-1])
     except UsageError as exc:
-        parser.error(str(exc))
+        parser.refuse(exc)
 
 
 OUTPUTS = ('json', 'csv', 'plot', 'timeline')
@@ -796,19 +802,18 @@ def destination(dest: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def replace_unencodable(*streams: object) -> None:
-    """Let ``streams`` show what their encoding cannot as '?', rather than raise.
-
-    On an ASCII terminal the table's dashes and the bars' blocks raised
-    UnicodeEncodeError after every run had been made, and lost the report.
-    """
-    for stream in streams:
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors='replace')
-
-
 def main(argv: list[str] | None = None) -> int:
-    replace_unencodable(sys.stdout, sys.stderr)
+    """Compare, writing as the scripts do (``streams.guarded_streams``): text the
+    terminal cannot show is replaced (on an ASCII terminal the table's dashes
+    lost the report), a stream that fails never ends the comparison, and one
+    whose reader went away (``| head``) makes the exit status 141."""
+    closed_pipe = threading.Event()
+    with guarded_streams(closed_pipe.set):
+        status = run_comparison(argv)
+    return EXIT_CLOSED_PIPE if closed_pipe.is_set() else status
+
+
+def run_comparison(argv: list[str] | None) -> int:
     options = parse_options(build_compare_parser(), argv)
     args = options.args
     if args.plot or args.timeline:
@@ -822,10 +827,12 @@ def main(argv: list[str] | None = None) -> int:
                 destination(args.dest) as dest:
             if started is not None:  # as the scripts say it
                 print(f'Started the bundled flags server for {options.label} on port '
-                      f'{started.port}; it stops when this comparison ends.')
+                      f'{started.port}; it stops once no run uses it.')
             if not server_answers(options.base_url):
-                print(f'*** No server answers at {printable_url(options.base_url)}. '
-                      'Start the bundled one with: python flags_server.py', file=sys.stderr)
+                command = start_command(options.label, options.base_url)
+                print(f'*** No server answers at {printable_url(options.base_url)}.'
+                      + (f' Start the bundled one with: {command}' if command else ''),
+                      file=sys.stderr)
                 return EXIT_ERRORS
             workload, problems = read_server(options.base_url, args.timeline is not None)
             for page, problem in problems:

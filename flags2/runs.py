@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
+from flags2.codes import country_codes
 from flags2.failures import (
     NO_THREAD_ADVICE,
     NoThreadError,
@@ -55,11 +57,13 @@ from flags2.h2settings import CLIENT_STREAMS, NoH2c, server_streams
 from flags2.options import printable_url
 from flags2.servers import (
     BUNDLED_MODES,
+    LOOPBACK_NAMES,
+    SERVER_PATH,
     ServerStartError,
-    bundled_port,
     bundled_server,
     server_command,
     server_stats,
+    start_command,
 )
 from flags2.streams import guarded_streams
 
@@ -142,6 +146,7 @@ class Run:
         self.stack = contextlib.ExitStack()
         self.token: contextvars.Token[Run] | None = None
         self.file_mode = 0o644
+        self.not_flags = ''  # the first URL of a run whose every code got 404
 
     # ------------------------------------------------------ the with block
 
@@ -186,7 +191,7 @@ class Run:
             raise SystemExit(EXIT_ERRORS) from None
         if started is not None:
             print(f'Started the bundled flags server for {self.label} on port '
-                  f'{started.port}; it stops when this run ends.')
+                  f'{started.port}; it stops once no run uses it.')
 
     def read_server_streams(self) -> None:
         if not self.http2:
@@ -345,8 +350,34 @@ class Run:
                         connections if isinstance(connections, int) else None)
         return None
 
+    def note_not_found(self, cc_list: list[str], not_found: int) -> None:
+        """Take a run whose every code got 404 Not Found, real countries' among
+        them, for what it is: not a flags server (a static server over another
+        folder, a URL without /flags), an error. A flags server has every
+        country's flag; a run of only unknown codes (ZZ) is no sign."""
+        if (not self.stopping and not self.saved and not self.causes and cc_list
+                and not_found == len(cc_list) and not set(cc_list).isdisjoint(country_codes())):
+            cc = cc_list[0].lower()
+            self.not_flags = f'{self.base_url}/{cc}/{cc}.gif'  # as the variants ask
+
+    def not_flags_hint(self) -> str | None:
+        """What ``note_not_found`` found, in a line: where, and how to start the
+        bundled server (only where it could run: plain http on loopback)."""
+        if not self.not_flags:
+            return None
+        line = (f'{printable_url(self.base_url)} does not answer like a flags server: every '
+                f'code got 404 Not Found (the first: {printable_url(self.not_flags)}).')
+        parts = urlsplit(self.base_url)
+        if parts.scheme != 'http' or parts.hostname not in LOOPBACK_NAMES:
+            return line
+        mode = BUNDLED_MODES.get(self.label, 'local')
+        port = parts.port or 80
+        host = f'[{parts.hostname}]' if ':' in parts.hostname else parts.hostname
+        return (f'{line} The bundled one serves http://{host}:{port}{SERVER_PATH} once '
+                f'started with: {server_command(mode, port)}')
+
     def exit_status(self) -> int:
-        if self.advice:
+        if self.advice or self.not_flags:
             return EXIT_ERRORS
         if self.closed_pipe:
             return EXIT_CLOSED_PIPE
@@ -359,12 +390,10 @@ class Run:
         server where it can serve this URL (in the label's mode, at its port,
         as the reader would type it). Elsewhere (REMOTE, an https or non-/flags
         URL) it cannot help, and the hint only says where nothing answered."""
-        mode = BUNDLED_MODES.get(self.label)
-        if (port := bundled_port(self.base_url)) is not None:
-            return ('No server answered. Start the bundled one with: '
-                    f'{server_command(mode or "local", port)}')
+        if command := start_command(self.label, self.base_url):
+            return f'No server answered. Start the bundled one with: {command}'
         where = f'No server answered at {printable_url(self.base_url)}'
-        if mode is not None:  # FLAGS2_<LABEL>_URL moved it where the bundled one cannot go
+        if self.label in BUNDLED_MODES:  # FLAGS2_<LABEL>_URL moved it out of its reach
             return (f'{where}; the bundled server serves only http://localhost:PORT/flags, '
                     f'so none was started for {self.label}.')
         return f'{where}.'

@@ -7,6 +7,14 @@ process. It prints ``MODE mode serving http://HOST:PORT/flags`` and then
 the kernel pick one) and the server answers before anyone asks. Its log (its
 stderr) goes to an unnamed temporary file, never to a pipe: nobody reads a
 pipe during a run, and a server whose pipe filled up would freeze.
+
+A server started for a run (``bundled_server``) is shared: another run that
+finds it answering uses it, so it must outlive the run that started it for
+as long as another uses it. It is started with ``--linger``: the run's end
+closes its stdin, and the server goes on serving until no request has come
+for LINGER seconds, then exits by itself. Runs started together all find the
+port free and each starts a server: one listens, the others cannot, and
+their runs use the one that does.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +51,12 @@ LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 # The labels the bundled server can stand in for, and its mode for each.
 BUNDLED_MODES = {'LOCAL': 'local', 'DELAY': 'delay', 'ERROR': 'error'}
 STOP_GRACE = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
+# Seconds a server started for a run goes on serving once no run uses it: its
+# ``--linger`` (another run may find it between two of ours, or start at once).
+LINGER = 2.0
+# Seconds a run waits for the server another run started on the same port at
+# the same moment: it is listening already when ours fails to (it bound first).
+STARTING_WAIT = 3.0
 # What each bundled mode does, for --help (flags_server.py's defaults; a test
 # keeps the two in step).
 MODE_WORDS = {
@@ -72,7 +88,8 @@ def servers_help(servers: Mapping[str, str], setting: str) -> str:
     others = [f'{label} ({url[label]})' for label in servers if label not in BUNDLED_MODES]
     settings = [setting.format(label) for label in servers]
     return (f'{and_list(bundled)} are the bundled flags server ({SERVER_SCRIPT.name}), '
-            'started for the run when nothing answers at its port, and stopped after it: '
+            'started for the run when nothing answers at its port, and stopped once no '
+            'run uses it: '
             f'{modes}. {and_list(others)} is not bundled: nothing is started for it. '
             f'{and_list(settings)} move a label. HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and '
             'NO_PROXY work as in httpx2.')
@@ -153,17 +170,20 @@ class FlagsServer:
 
 
 def start_server(mode: str, *options: str, port: int = 0, bind: str = '127.0.0.1',
-                 tied: bool = False) -> FlagsServer:
+                 tied: bool = False, linger: float | None = None) -> FlagsServer:
     """Start flags_server.py for ``mode`` and wait until it is ready.
 
     ``options`` go to flags_server.py as they are (``--delay-min 0.01``...).
     ``tied``: the server exits when our end of its stdin closes, so it cannot
-    outlive us, even if we are killed outright.
+    outlive us, even if we are killed outright; ``linger`` seconds after its
+    last request, if given (``release_server``).
     """
     argv = [sys.executable, str(SERVER_SCRIPT), '--mode', mode, '--port', str(port),
             '--bind', bind, *options]
     if tied:
         argv.append('--exit-with-stdin')
+        if linger is not None:
+            argv.extend(['--linger', str(linger)])
     log = tempfile.TemporaryFile(prefix='flags_server-', suffix='.log')  # noqa: SIM115 -- lives as long as the server
     try:
         proc = subprocess.Popen(
@@ -200,6 +220,20 @@ def read_log(log: IO[bytes], tail: int | None = None) -> str:
 def stop_server(server: FlagsServer) -> None:
     stop_process(server.proc)
     server.log.close()
+
+
+def release_server(server: FlagsServer) -> None:
+    """Let a server started with ``linger`` go on without us: close its stdin,
+    so it exits once no request has come for its linger, and our copy of its
+    log (the file goes when the server's copy does). Not waited for: a thread
+    reaps it when it exits, or, if we exit first, the system does.
+    """
+    proc = server.proc
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    server.log.close()
+    threading.Thread(target=proc.wait, name='flags2-server-reaper', daemon=True).start()
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:
@@ -261,7 +295,10 @@ def bundled_server(base_url: str, mode: str | None) -> Iterator[FlagsServer | No
     """Start the bundled server in ``mode`` at ``base_url``'s port if nothing answers there.
 
     Yields the server it started, or None when it started none (no mode, a
-    URL the bundled server cannot serve, or something already answers).
+    URL the bundled server cannot serve, something already answers, or a
+    flags server another run started at the same moment answers after ours
+    could not listen). The one it started lingers after the block: see the
+    module's docstring.
     """
     parts = urlsplit(base_url)
     host, port = parts.hostname or '', bundled_port(base_url)
@@ -269,8 +306,34 @@ def bundled_server(base_url: str, mode: str | None) -> Iterator[FlagsServer | No
         yield None
         return
     bind = 'localhost' if host == 'localhost' else host
-    with running_server(mode, port=port, bind=bind, tied=True) as server:
+    try:
+        server = start_server(mode, port=port, bind=bind, tied=True, linger=LINGER)
+    except ServerStartError:
+        if not flags_server_answers(base_url, STARTING_WAIT):
+            raise
+        yield None  # another run's, started with ours: shared
+        return
+    try:
         yield server
+    finally:
+        release_server(server)
+
+
+def flags_server_answers(base_url: str, wait: float) -> bool:
+    """Whether a bundled server answers its /stats at ``base_url`` within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while server_stats(base_url) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def start_command(label: str, base_url: str) -> str | None:
+    """The command that starts the bundled server where it can serve ``base_url``
+    (in the label's mode; local for a URL given with -s), or None where it cannot."""
+    port = bundled_port(base_url)
+    return None if port is None else server_command(BUNDLED_MODES.get(label, 'local'), port)
 
 
 def server_json(base_url: str, path: str, timeout: float = 1) -> Any:

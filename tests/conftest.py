@@ -9,10 +9,12 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,14 @@ from flags2_compare import variant_script
 
 from flags2.clients import make_client
 from flags2.runs import Run
-from flags2.servers import FlagsServer, start_server, stop_server
+from flags2.servers import (
+    LINGER,
+    FlagsServer,
+    port_answers,
+    start_server,
+    stop_process,
+    stop_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ('sequential', 'threadpool', 'asyncio')
@@ -216,3 +225,38 @@ def server_processes(port: int) -> list[int]:
                 str(port).encode() in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+# Seconds within which an auto-started server is gone once no run uses it:
+# its linger, and room for a loaded machine.
+GONE_WITHIN = LINGER + 10
+
+
+def servers_gone(port: int, within: float = GONE_WITHIN) -> bool:
+    """Whether, within ``within`` seconds, ``port`` is closed and every
+    flags_server.py started for it has exited (a run's lingers: servers.LINGER)."""
+    deadline = time.monotonic() + within
+    while port_answers('127.0.0.1', port) or server_processes(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """``python -m http.server`` over ``folder``, as a reader might have left one
+    running (the book's own servers are such): its root URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'http.server', str(port), '--bind', '127.0.0.1',
+         '--directory', str(folder)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_answers('127.0.0.1', port):
+            assert proc.poll() is None and time.monotonic() < deadline, 'http.server did not start'
+            time.sleep(0.05)
+        yield f'http://127.0.0.1:{port}'
+    finally:
+        stop_process(proc)

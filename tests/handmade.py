@@ -24,13 +24,15 @@ class HandmadeServer:
     as the client does: each request for /flags/... gets what ``script`` gives
     for it, any other a 404.
 
-    ``asked`` lists each request for /flags/... with the number of its connection.
+    ``asked`` lists each request for /flags/... with the number of its connection,
+    ``heads`` their heads as they came.
     """
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.accepted = 0
         self.asked: list[tuple[int, str]] = []
+        self.heads: list[bytes] = []
         self.lock = threading.Lock()
         self.listener = socket.create_server(('127.0.0.1', 0), backlog=128)
         self.port = self.listener.getsockname()[1]
@@ -76,6 +78,7 @@ class HandmadeServer:
                     continue
                 with self.lock:
                     self.asked.append((connection, path))
+                    self.heads.append(head)
                 reply = self.script(path, number)
                 if reply == RESET:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))

@@ -55,7 +55,7 @@ FENCE = re.compile(r'^( *)```([^\n`]*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
 PER_CODE = re.compile(r'[A-Z]{2} (OK|not found|error: .*)')
 BAR = re.compile(r'\s*\d+%\|.*\|\s*(\d+/\d+)\s*\[.*')
 STARTED = re.compile(r'Started the bundled flags server for \w+ on port \d+; '
-                     r'it stops when this run ends\.')
+                     r'it stops once no run uses it\.')
 ORDER_GAP = 0.040  # seconds between neighbouring delays for an all-at-once order to hold
 RUN_TIMEOUT = 90
 HEAVY = 50  # -m from which a sample runs alone, before the others

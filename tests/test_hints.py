@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_variant
+from conftest import free_port, run_variant, saved_codes, static_server
 from flags2_compare import variant_script
-from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, DEFAULT_ERROR_RATE
+from flags_server import DEFAULT_DELAY_MAX, DEFAULT_DELAY_MIN, DEFAULT_ERROR_RATE, flag_gif
 
-from flags2.servers import MODE_WORDS, stop_process
+from flags2.servers import MODE_WORDS, FlagsServer, stop_process
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / 'flags2-sequential'
 HOW = [
@@ -92,6 +92,71 @@ def test_a_remote_run_is_not_told_to_start_the_bundled_server(tmp_path: Path) ->
     assert 'flags_server' not in result.stderr
 
 
+
+# ---------------------------------------------------- a server that is not ours
+
+def not_ours_line(base_url: str, first_code: str, port: int) -> re.Pattern[str]:
+    first = f'{base_url}/{first_code}/{first_code}.gif'
+    return re.compile(re.escape(
+        f'*** {base_url} does not answer like a flags server: every code got 404 Not Found '
+        f'(the first: {first}). The bundled one serves http://127.0.0.1:{port}/flags once '
+        'started with: ') + r'(.+ --mode local --port ' + str(port) + ')')
+
+
+@pytest.mark.parametrize('variant', ['sequential', 'asyncio'])
+def test_a_server_over_another_folder_is_not_taken_for_a_flags_server(
+        variant: str, tmp_path: Path) -> None:
+    """Was: '20 not found', exit status 0, no hint."""
+    (tmp_path / 'www').mkdir()
+    with static_server(tmp_path / 'www') as root:
+        result = run_variant(variant, '-s', f'{root}/flags', '-o', str(tmp_path / 'out'),
+                             cwd=tmp_path)
+    port = int(root.rsplit(':', 1)[1])
+    assert result.returncode == 1
+    assert '20 not found.' in result.lines
+    assert not any(line.startswith('Peak') for line in result.lines)
+    match = not_ours_line(f'{root}/flags', 'bd', port).fullmatch(result.stderr.splitlines()[-1])
+    assert match, result.stderr
+    assert serves(match[1], tmp_path) == f'LOCAL mode serving http://localhost:{port}/flags'
+
+
+def test_a_url_without_flags_is_not_taken_for_a_flags_server(local_server: FlagsServer,
+                                                             tmp_path: Path) -> None:
+    root = local_server.url.removesuffix('/flags')
+    result = run_variant('threadpool', '-s', root, 'BR', 'CN', cwd=tmp_path)
+    assert result.returncode == 1
+    assert '2 not found.' in result.lines
+    assert not_ours_line(root, 'br', local_server.port).fullmatch(
+        result.stderr.splitlines()[-1]), result.stderr
+
+
+def test_codes_no_country_has_are_not_a_sign(local_server: FlagsServer,
+                                              tmp_path: Path) -> None:
+    result = run_variant('sequential', '-s', local_server.url, 'ZZ', 'QQ', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '2 not found.' in result.lines
+    assert '***' not in result.stderr
+
+
+@pytest.mark.parametrize('variant', ['sequential', 'threadpool', 'asyncio'])
+def test_a_static_server_over_a_folder_of_flags_still_works(variant: str,
+                                                           tmp_path: Path) -> None:
+    """As the book's own servers serve flags: no /stats, so no Peak line."""
+    for cc in ('CN', 'IN', 'US'):
+        folder = tmp_path / 'www' / 'flags' / cc.lower()
+        folder.mkdir(parents=True)
+        (folder / f'{cc.lower()}.gif').write_bytes(flag_gif(cc))
+    with static_server(tmp_path / 'www') as root:
+        result = run_variant(variant, '-s', f'{root}/flags', '-o', str(tmp_path / 'out'),
+                             cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '3 flags downloaded.' in result.lines
+    assert '17 not found.' in result.lines
+    assert not any(line.startswith('Peak') for line in result.lines)
+    assert '***' not in result.stderr
+    assert saved_codes(tmp_path / 'out') == ['CN', 'IN', 'US']
+
+
 # --------------------------------------------------------------------- --help
 
 @pytest.fixture
@@ -120,7 +185,7 @@ def test_help_says_what_the_options_do(variant: str, cap: int, tmp_path: Path) -
 def test_help_says_what_the_servers_are(tmp_path: Path) -> None:
     text = help_text('threadpool', tmp_path)
     assert ('LOCAL, DELAY and ERROR are the bundled flags server (flags_server.py), started '
-            'for the run when nothing answers at its port, and stopped after it') in text
+            'for the run when nothing answers at its port, and stopped once no run uses it') in text
     assert f'DELAY (http://localhost:8001/flags) {MODE_WORDS["delay"]}' in text
     assert f'ERROR (http://localhost:8002/flags) {MODE_WORDS["error"]}' in text
     assert 'REMOTE (https://www.fluentpython.com/data/flags) is not bundled' in text

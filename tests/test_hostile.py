@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
+from handmade import answer, handmade_server
 
 from conftest import (
     EVERY_VARIANT,
@@ -97,52 +96,9 @@ def test_keep_alive_still_reuses_one_connection(local_server: FlagsServer) -> No
 
 # ------------------------------------------------------------ compression
 
-class RawServer:
-    """A loopback server that records each request head and answers with fixed bytes."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
-        self.heads: list[bytes] = []
-        self.listener = socket.create_server(('127.0.0.1', 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f'http://127.0.0.1:{self.port}/flags'
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            with conn:
-                conn.settimeout(5)
-                head = b''
-                with contextlib.suppress(OSError):
-                    while b'\r\n\r\n' not in head and (data := conn.recv(4096)):
-                        head += data
-                    self.heads.append(head)
-                    conn.sendall(self.answer)
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
-
-
-@contextlib.contextmanager
-def raw_server(answer: bytes) -> Iterator[RawServer]:
-    server = RawServer(answer)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def gif_answer(body: bytes, encoding: str | None = None) -> bytes:
-    coding = f'Content-Encoding: {encoding}\r\n' if encoding else ''
-    return (f'HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n{coding}'
-            f'Content-Length: {len(body)}\r\nConnection: close\r\n\r\n').encode() + body
+    coding = [f'Content-Encoding: {encoding}'] if encoding else []
+    return answer('200 OK', body, 'Content-Type: image/gif', *coding)
 
 
 def test_both_clients_ask_for_no_compression() -> None:
@@ -153,7 +109,7 @@ def test_both_clients_ask_for_no_compression() -> None:
             resp.raise_for_status()
             return resp.content
 
-    with raw_server(gif_answer(flag_gif('BR'))) as server:
+    with handmade_server(lambda path, number: [gif_answer(flag_gif('BR'))]) as server:
         url = flag_url(server.url, 'BR')
         assert fetch_flag(url, TIMEOUT) == flag_gif('BR')
         with Run(NO_DEST, TIMEOUT):
@@ -185,7 +141,7 @@ def test_stacked_codings_stop_at_the_cap_too(variant: str, tmp_path: Path) -> No
     twice = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     body = twice.compress(gzip_bomb()) + twice.flush()  # a few KiB, for 1000 MiB
     assert len(body) < 64 * 1024
-    with raw_server(gif_answer(body, 'gzip, gzip')) as server:
+    with handmade_server(lambda path, number: [gif_answer(body, 'gzip, gzip')]) as server:
         lines, rss = run_measured(variant, '-v', '-s', server.url, '-o', str(tmp_path),
                                   'BR', cwd=tmp_path)
     assert 'BR error: response over 1 MiB' in lines

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_valid_gifs, free_port, saved_codes, server_processes
+from conftest import ROOT, assert_valid_gifs, free_port, saved_codes, servers_gone
 
 from flags2.codes import country_codes
-from flags2.servers import FlagsServer, port_answers
+from flags2.servers import FlagsServer
 
 
 def copy_checkout(dest: Path) -> None:
@@ -109,8 +109,7 @@ def test_installed_asyncio_starts_and_stops_the_bundled_server(
     dest = elsewhere / 'downloaded'
     assert saved_codes(dest) == sorted(country_codes())[:20]
     assert_valid_gifs(dest)
-    assert not port_answers('127.0.0.1', port)
-    assert server_processes(port) == []
+    assert servers_gone(port)
 
 
 def test_installed_flags3_names_flags_after_the_installed_servers_countries(
@@ -123,7 +122,7 @@ def test_installed_flags3_names_flags_after_the_installed_servers_countries(
     assert '3 flags downloaded.' in result.stdout.splitlines()
     names = sorted(p.name for p in (elsewhere / 'downloaded').iterdir())
     assert names == ['Brazil.gif', "Côte_d'Ivoire.gif", 'Korea,_North.gif']
-    assert server_processes(port) == []
+    assert servers_gone(port)
 
 
 @pytest.mark.parametrize('command', ['flags-server', 'flags2-compare',

@@ -23,7 +23,7 @@ from conftest import (
     STOP_GOAL,
     assert_valid_gifs,
     free_port,
-    server_processes,
+    servers_gone,
     start,
 )
 from flags2_compare import variant_script
@@ -31,7 +31,7 @@ from flags_server import Workload
 
 from flags2.codes import country_codes
 from flags2.runs import Run
-from flags2.servers import FlagsServer, port_answers
+from flags2.servers import FlagsServer
 
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends SIGINT')
 
@@ -131,8 +131,7 @@ def test_ctrl_c_stops_the_auto_started_server(variant: str, tmp_path: Path) -> N
     seconds = interrupt_when(proc, lambda: any(dest.glob('*.gif')))
     lines = assert_clean_interrupt(proc, seconds, 194, dest)
     assert lines[0].startswith('Started the bundled flags server for DELAY')
-    assert not port_answers('127.0.0.1', port)
-    assert server_processes(port) == []
+    assert servers_gone(port)
 
 
 @pytest.mark.parametrize('variant', EVERY_VARIANT)

@@ -73,6 +73,16 @@ def test_every_variant_refuses_a_bad_proxy_before_the_run(variant: str,
     assert_setting_error(result, 'HTTP_PROXY', '99999')
 
 
+
+def test_compare_refuses_a_bad_proxy_before_any_run(local_server: FlagsServer,
+                                                    tmp_path: Path) -> None:
+    """Was: each of its runs refused it, and compare reported the runs failed."""
+    before = local_server.stats()['requests']
+    result = run_variant('compare', '-s', local_server.url, '-l', '2', '--repeat', '1',
+                         cwd=tmp_path, env={'HTTP_PROXY': 'http://127.0.0.1:99999'})
+    assert_setting_error(result, 'HTTP_PROXY', '99999')
+    assert local_server.stats()['requests'] == before
+
 def test_a_proxy_password_is_masked(tmp_path: Path) -> None:
     result = run_variant('sequential', 'BR', cwd=tmp_path,
                          env={'HTTPS_PROXY': 'http://reader:s3cret@127.0.0.1:99999'})

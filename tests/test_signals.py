@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EVERY_VARIANT, STOP_GOAL, assert_valid_gifs, free_port, server_processes, start
+from conftest import EVERY_VARIANT, STOP_GOAL, assert_valid_gifs, free_port, servers_gone, start
 from flags2_common import main
 from flags2_compare import variant_script
 
 from flags2.runs import STOP_SIGNALS
-from flags2.servers import FlagsServer, port_answers
+from flags2.servers import FlagsServer
 
 pytestmark = pytest.mark.skipif(sys.platform == 'win32', reason='sends POSIX signals')
 
@@ -76,8 +76,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(variant: str, tmp_path: Path) -> None:
     done = next(line for line in lines if line.startswith('Interrupted by SIGTERM: '))
     assert done.endswith(' of 194 codes done, the rest cancelled.')
     assert_count_matches_files(out, err, dest)
-    assert not port_answers('127.0.0.1', port)
-    assert server_processes(port) == []
+    assert servers_gone(port)
 
 
 @pytest.mark.parametrize('second', ['SIGINT', 'SIGTERM'])
