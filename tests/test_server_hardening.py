@@ -334,7 +334,8 @@ def test_reading_a_long_request_log_never_stalls_the_loop() -> None:
     entries = json.loads(log)
     assert len(entries['requests']) == LOGGED
     assert entries['dropped'] == 1  # the flag request: the log was full
-    assert entries['requests'][0].keys() == {'start', 'end', 'code', 'status', 'kind'}
+    assert entries['requests'][0].keys() == {'start', 'end', 'code', 'status', 'kind',
+                                             'connection'}
     assert {(r['code'], r['status'], r['kind']) for r in entries['requests']} == {
         ('BR', 200, 'flag')}
     # every reader got the whole log, as it was before or after the flag request
