@@ -18,7 +18,6 @@ the commands behind each ratio run in turns, one warm-up run each.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from run import (
     run_in_turns,
     secs,
     seeded_delays,
+    summary_line,
     variant,
 )
 
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         except (BenchmarkError, ServerStartError) as exc:
             print(f'*** {exc}', file=sys.stderr)
             return 1
-    print(f'medians of {args.runs} runs; the commands of each group ran in turns after one '
-          'warm-up run each; load average at end '
-          + ', '.join(f'{x:.2f}' for x in os.getloadavg())
-          + f'; benchmark took {time.perf_counter() - t0:.0f} s')
+    print(summary_line(f'{args.runs} runs', t0))
     print()
     print_table(rows, ['goal', 'figure (median)', 'goal', 'measured', 'context', ''])
     missed = sum(1 for r in rows if r.ok is False)

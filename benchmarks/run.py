@@ -196,6 +196,13 @@ def print_table(rows: Iterable[Cells], header: list[str] = GOAL_HEADER) -> None:
             print('  '.join('-' * w for w in widths))
 
 
+def summary_line(runs: str, t0: float) -> str:
+    """How the medians were taken, the load at the end, and the time since ``t0``."""
+    return (f'medians of {runs}; the commands of each group ran in turns after one warm-up '
+            'run each; load average at end ' + ', '.join(f'{x:.2f}' for x in os.getloadavg())
+            + f'; benchmark took {time.perf_counter() - t0:.0f} s')
+
+
 def secs(x: float) -> str:
     return f'{x:.3f} s' if x < 10 else f'{x:.2f} s'
 
@@ -453,10 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         except (BenchmarkError, ServerStartError) as exc:
             print(f'*** {exc}', file=sys.stderr)
             return 1
-    print(f'medians of {args.runs} runs (start-up: {2 * args.runs}); the commands of each '
-          'group ran in turns after one warm-up run each; load average at end '
-          + ', '.join(f'{x:.2f}' for x in os.getloadavg())
-          + f'; benchmark took {time.perf_counter() - t0:.0f} s')
+    print(summary_line(f'{args.runs} runs (start-up: {2 * args.runs})', t0))
     print('curl ran with --parallel-immediate: by default curl --parallel waits for its first '
           'connection (to learn whether it can multiplex) before opening the others.')
     print()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from handmade import ThreadedServer
 from PIL import Image
 
 
@@ -63,10 +63,10 @@ Script = Callable[[Exchange], None]  # answers (or not) one request
 ServerSettings = dict[h2.settings.SettingCodes, int]
 
 
-class H2Server:
-    """Serves each connection in a thread of its own; each request for /flags/...
-    is handed to ``script``, any other gets a 404. ``settings``: the server's
-    own, sent first (SETTINGS_INITIAL_WINDOW_SIZE 0, say)."""
+class H2Server(ThreadedServer):
+    """Each request for /flags/... is handed to ``script``, any other gets a 404.
+    ``settings``: the server's own, sent first (SETTINGS_INITIAL_WINDOW_SIZE 0,
+    say)."""
 
     def __init__(self, script: Script, settings: ServerSettings | None = None) -> None:
         # As real servers do, it says how many streams it takes (httpcore2 sends
@@ -74,21 +74,9 @@ class H2Server:
         self.script = script
         self.settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100, **(settings or {})}
         self.asked: list[str] = []
-        self.listener = socket.create_server(('127.0.0.1', 0), backlog=128)
-        self.port = self.listener.getsockname()[1]
-        self.url = f'http://127.0.0.1:{self.port}/flags'
-        self.thread = threading.Thread(target=self.accept, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            threading.Thread(target=self.serve, args=(sock,), daemon=True).start()
-
-    def serve(self, sock: socket.socket) -> None:
+    def serve(self, sock: socket.socket, connection: int) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding='utf-8'))
         conn.local_settings = h2.settings.Settings(client=False, initial_values=self.settings)
@@ -112,11 +100,6 @@ class H2Server:
                     self.asked.append(exchange.path)
                     self.script(exchange)
                 sock.sendall(conn.data_to_send())
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
 
 
 @contextlib.contextmanager

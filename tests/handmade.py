@@ -19,20 +19,12 @@ Answer = Iterable[bytes] | str
 Script = Callable[[str, int], Answer]  # (request path, its number on the connection from 1)
 
 
-class HandmadeServer:
-    """Serves each connection in a thread of its own, keeping it open for as long
-    as the client does: each request for /flags/... gets what ``script`` gives
-    for it, any other a 404.
+class ThreadedServer:
+    """A loopback listener serving each connection in a thread of its own, until
+    ``close``; ``serve(conn, number)`` is the protocol, number counting from 1."""
 
-    ``asked`` lists each request for /flags/... with the number of its connection,
-    ``heads`` their heads as they came.
-    """
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
+    def __init__(self) -> None:
         self.accepted = 0
-        self.asked: list[tuple[int, str]] = []
-        self.heads: list[bytes] = []
         self.lock = threading.Lock()
         self.listener = socket.create_server(('127.0.0.1', 0), backlog=128)
         self.port = self.listener.getsockname()[1]
@@ -50,6 +42,29 @@ class HandmadeServer:
                 self.accepted += 1
                 number = self.accepted
             threading.Thread(target=self.serve, args=(conn, number), daemon=True).start()
+
+    def serve(self, conn: socket.socket, number: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+
+class HandmadeServer(ThreadedServer):
+    """Keeps each connection open for as long as the client does: each request
+    for /flags/... gets what ``script`` gives for it, any other a 404.
+
+    ``asked`` lists each request for /flags/... with the number of its connection,
+    ``heads`` their heads as they came.
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.asked: list[tuple[int, str]] = []
+        self.heads: list[bytes] = []
+        super().__init__()
 
     @property
     def paths(self) -> list[str]:
@@ -87,11 +102,6 @@ class HandmadeServer:
                     return
                 for data in reply:
                     conn.sendall(data)
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
 
 
 @contextlib.contextmanager
