@@ -42,8 +42,9 @@ response as the book does (``resp.content``):
 With ``--http2`` (``Run.http2``) each shard is one HTTP/2 connection
 carrying up to 100 requests at once (httpcore2's cap), as few as the
 requests in flight need: one where the server's own limit of streams is
-lower (``h2settings``). A sync request cut at its deadline shuts its
-connection down, so the other requests on it go again on a new one.
+lower (``h2settings``). The sync variants' requests go through the async
+transport, on an event loop of its own (``LoopTransport``); a connection
+that breaks is dropped, and the GETs it carried go again on a new one.
 """
 
 from __future__ import annotations
@@ -391,8 +392,7 @@ def check_url(request: httpx2.Request) -> None:
 
 def goes_again(request: httpx2.Request, exc: BaseException) -> bool:
     """Whether a GET whose HTTP/2 connection broke under it goes once more, on a new
-    connection: the break may be another stream's doing (or the deadline of
-    another request, which shut the connection down), and a GET is
+    connection: the break may be another stream's doing, and a GET is
     idempotent (RFC 9110). A stream the server reset was answered: no."""
     if (request.method != 'GET' or not isinstance(exc, httpx2.TransportError)
             or stream_reset(exc) or request.extensions.get(RETRIED)):
